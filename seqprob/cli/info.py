@@ -1,0 +1,39 @@
+"""``seqprob info``: versions, scan backends and whether a GPU is visible."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+
+import torch
+
+from seqprob.cli.table import format_table
+from seqprob.core import scan
+
+PACKAGES = ("seqprob", "torch", "numpy", "numba", "triton", "mamba_ssm", "transformers",
+            "scikit-learn", "statsmodels", "pyro-ppl", "xarray", "pandas", "dask")
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="versions, scan backends, GPU visibility")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    print(f"python {platform.python_version()} on {platform.machine()}, "
+          f"{torch.get_num_threads()} torch threads")
+    print(format_table(["package", "version"], [(p, _version(p)) for p in PACKAGES]))
+    print()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible"
+    print(f"GPU: {gpu}")
+    rows = [(name, "yes" if ok else "no", why) for name, ok, why in scan.backend_status()]
+    print(format_table(["scan backend", "available", "note"], rows))
+    return 0

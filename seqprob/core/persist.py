@@ -1,0 +1,126 @@
+"""Saving and loading: one safetensors file whose header carries a JSON config.
+
+A checkpoint is a single ``.safetensors`` file: the tensors, plus string metadata
+``seqprob_format`` (the format version), ``kind`` (what wrote it) and ``config`` (JSON).
+One file means one atomic rename: a write goes to a temporary file in the same folder,
+is flushed to disk, then replaces the target. Loading parses the header and the raw
+tensor bytes only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+FORMAT_VERSION = 1
+T = TypeVar("T", bound="Persistable")
+_KINDS: dict[str, type[Persistable]] = {}
+
+
+def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], *, kind: str,
+                    config: dict[str, Any]) -> Path:
+    """Write ``tensors`` and a JSON-serializable ``config`` atomically to ``path``."""
+    path = Path(path)
+    try:
+        config_json = json.dumps(config, sort_keys=True)
+    except TypeError as err:
+        raise TypeError(f"config: expected JSON-serializable values, got {err}") from None
+    metadata = {"seqprob_format": str(FORMAT_VERSION), "kind": kind, "config": config_json}
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(contiguous, tmp, metadata=metadata)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None
+                    ) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    """Read a checkpoint: ``(tensors, config, kind)``; ``kind`` given means it must match."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: no checkpoint file at {str(path)!r}")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"path: {str(path)!r} is not a readable seqprob checkpoint "
+                         f"(truncated or not safetensors): {err}") from None
+    version = metadata.get("seqprob_format")
+    if version is None:
+        raise ValueError(f"path: {str(path)!r} is a safetensors file without seqprob metadata")
+    if version != str(FORMAT_VERSION):
+        raise ValueError(f"path: {str(path)!r} has checkpoint format version {version}; this "
+                         f"seqprob reads version {FORMAT_VERSION}")
+    found = metadata.get("kind", "")
+    if kind is not None and found != kind:
+        raise ValueError(f"path: expected a checkpoint of kind {kind!r}, got {found!r}")
+    return tensors, json.loads(metadata.get("config", "{}")), found
+
+
+class Persistable(nn.Module):
+    """Mixin for modules rebuilt from a JSON config plus their ``state_dict``.
+
+    Subclasses implement ``get_config()`` returning the keyword arguments of ``__init__``
+    and are registered with ``@register`` so that :func:`load` finds the class by kind.
+    """
+
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must define get_config()")
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the config and the parameters and buffers to ``path`` atomically."""
+        return save_checkpoint(path, self.state_dict(), kind=_kind(type(self)),
+                               config=self.get_config())
+
+    @classmethod
+    def load(cls: type[T], path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
+             ) -> T:
+        """Rebuild a module saved by :meth:`save`."""
+        tensors, config, _ = load_checkpoint(path, kind=_kind(cls))
+        return cls.from_checkpoint(tensors, config).to(map_location)
+
+    @classmethod
+    def from_checkpoint(cls: type[T], tensors: dict[str, Tensor], config: dict[str, Any]) -> T:
+        """Build from ``config`` and fill parameters and buffers from ``tensors``."""
+        model = cls(**config)
+        model.load_state_dict(tensors)
+        return model
+
+
+def _kind(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register(cls: type[T]) -> type[T]:
+    """Class decorator: make ``cls`` loadable by :func:`load` from its kind."""
+    _KINDS[_kind(cls)] = cls
+    return cls
+
+
+def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Persistable:
+    """Load any registered :class:`Persistable` from its checkpoint, whatever its class."""
+    tensors, config, kind = load_checkpoint(path)
+    if kind not in _KINDS and kind.startswith("seqprob."):
+        import importlib
+
+        importlib.import_module(kind.rsplit(".", 1)[0])  # registers the class on import
+    if kind not in _KINDS:
+        raise ValueError(f"path: checkpoint kind {kind!r} is not a registered seqprob model")
+    return _KINDS[kind].from_checkpoint(tensors, config).to(map_location)

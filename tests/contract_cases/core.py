@@ -1,0 +1,49 @@
+"""A minimal diagonal linear RNN on ``linear_scan``: the contract's own smoke model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from seqprob.core import SequenceModel, State, linear_scan
+from tests.contract_cases import ContractCase
+
+
+@dataclasses.dataclass
+class DiagState(State):
+    h: Tensor  # (batch, width)
+
+
+class DiagonalRNN(SequenceModel):
+    """h_t = sigmoid(w) * h_{t-1} + x_t W;  y_t = h_t."""
+
+    def __init__(self, d_in: int = 3, width: int = 5):
+        super().__init__()
+        self.proj = nn.Linear(d_in, width)
+        self.logit_decay = nn.Parameter(torch.randn(width))
+
+    def init_state(self, batch_size, *, device=None, dtype=None):
+        return DiagState(torch.zeros(batch_size, self.proj.out_features, device=device,
+                                     dtype=dtype or torch.float32))
+
+    def forward(self, x, state=None):
+        state = state or self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+        b = self.proj(x)                                            # (B L W)
+        a = torch.sigmoid(self.logit_decay).expand_as(b)
+        h = linear_scan(a, b, state.h)
+        return h, DiagState(h[:, -1])
+
+    def step(self, x_t, state):
+        h = torch.sigmoid(self.logit_decay) * state.h + self.proj(x_t)
+        return h, DiagState(h)
+
+
+CASES = [
+    ContractCase(
+        id="core-diagonal-rnn",
+        make_model=lambda: DiagonalRNN(),
+        make_input=lambda g: torch.randn(2, 9, 3, generator=g),
+    )
+]

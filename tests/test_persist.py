@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from seqprob.core import Persistable, load, load_checkpoint, register, save_checkpoint
+
+
+@register
+class _Tiny(Persistable):
+    def __init__(self, width: int = 3):
+        super().__init__()
+        self.width = width
+        self.lin = nn.Linear(width, width)
+
+    def get_config(self):
+        return {"width": self.width}
+
+
+def test_round_trip_by_class_and_by_kind(tmp_path):
+    model = _Tiny(4)
+    path = model.save(tmp_path / "m.safetensors")
+    for loaded in (_Tiny.load(path), load(path)):
+        assert isinstance(loaded, _Tiny) and loaded.width == 4
+        torch.testing.assert_close(loaded.lin.weight, model.lin.weight)
+
+
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(path, {"a": torch.ones(2)}, kind="x", config={"v": 1})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("seqprob.core.persist.save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"a": torch.zeros(2)}, kind="x", config={"v": 2})
+    tensors, config, _ = load_checkpoint(path)
+    torch.testing.assert_close(tensors["a"], torch.ones(2))
+    assert config == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="path: no checkpoint"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_truncated_file(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", {"a": torch.ones(100)}, kind="x", config={})
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(ValueError, match="truncated or not safetensors"):
+        load_checkpoint(path)
+
+
+def test_wrong_version_and_foreign_files(tmp_path):
+    path = tmp_path / "v.safetensors"
+    save_file({"a": torch.ones(1)}, str(path), metadata={"seqprob_format": "99", "kind": "x"})
+    with pytest.raises(ValueError, match="format version 99"):
+        load_checkpoint(path)
+    save_file({"a": torch.ones(1)}, str(path))
+    with pytest.raises(ValueError, match="without seqprob metadata"):
+        load_checkpoint(path)
+
+
+def test_wrong_kind_and_unregistered_kind(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", {}, kind="other.Thing", config={})
+    with pytest.raises(ValueError, match="expected a checkpoint of kind"):
+        _Tiny.load(path)
+    with pytest.raises(ValueError, match="not a registered seqprob model"):
+        load(path)
+
+
+def test_config_must_be_json():
+    with pytest.raises(TypeError, match="config: expected JSON"):
+        save_checkpoint("/tmp/never.safetensors", {}, kind="x", config={"f": object()})
+    assert json.loads(json.dumps({"ok": 1}))
