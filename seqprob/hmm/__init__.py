@@ -1,0 +1,6 @@
+"""Hidden Markov models: exact inference, EM (full, stepwise, distributed), estimators."""
+
+from seqprob.hmm.emissions import CategoricalEmission, GaussianEmission, PoissonEmission
+from seqprob.hmm.model import HMM, HMMState
+
+__all__ = ["HMM", "CategoricalEmission", "GaussianEmission", "HMMState", "PoissonEmission"]
