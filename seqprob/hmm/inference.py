@@ -157,7 +157,7 @@ def _block_size(length: int) -> int:
 
 def _blocks(scaled: Tensor, size: int) -> Tensor:
     """Steps 1..T-1 padded with ones (no observation) to whole blocks: (B, nb, L, K)."""
-    batch, length, k = scaled.shape
+    batch, _, k = scaled.shape
     rest = scaled[:, 1:]
     pad = (-rest.shape[1]) % size
     if pad:
@@ -263,7 +263,7 @@ def viterbi(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
             lengths: Tensor | None = None) -> Decoded:
     """Most probable state path (max-product in log space), batched in row chunks."""
     lengths, mask = _check_inputs(log_init, log_trans, loglik, lengths)
-    batch, length, k = loglik.shape
+    batch, _, k = loglik.shape
     log_init = log_init.expand(batch, k)
     rows = max(1, _VITERBI_CHUNK // (k * k))
     parts = [_viterbi_rows(log_init[i:i + rows], log_trans, loglik[i:i + rows],

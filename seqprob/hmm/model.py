@@ -157,11 +157,17 @@ class HMM(SequenceModel, Persistable):
 
     @torch.no_grad()
     def sample(self, n_steps: int, batch_size: int = 1, *,
-               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Draw ``(observations (B, T, ...), states (B, T))`` from the model."""
+               generator: torch.Generator | None = None, first_state: int | None = None
+               ) -> tuple[Tensor, Tensor]:
+        """Draw ``(observations (B, T, ...), states (B, T))`` from the model; ``first_state``
+        fixes the first hidden state instead of drawing it from the start distribution."""
         check_int(n_steps, "n_steps", minimum=1)
         check_int(batch_size, "batch_size", minimum=1)
         start = torch.exp(self.log_startprob.detach())
+        if first_state is not None:
+            check_int(first_state, "first_state", minimum=0, maximum=self.n_states - 1)
+            start = torch.nn.functional.one_hot(torch.tensor(first_state), self.n_states)
+            start = start.to(self.log_startprob.dtype)
         trans = torch.exp(self.log_transmat.detach())
         z = torch.multinomial(start.expand(batch_size, -1), 1, generator=generator)[:, 0]
         states = [z]
