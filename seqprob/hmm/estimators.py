@@ -118,7 +118,10 @@ class _BaseHMM(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = self._emission != "categorical"
+        # NaN is accepted only as a whole missing row, so the generic NaN checks must not
+        # treat it as allowed; counts are non-negative
+        tags.input_tags.allow_nan = False
+        tags.input_tags.positive_only = self._emission == "poisson"
         tags.non_deterministic = False
         return tags
 
@@ -571,7 +574,8 @@ class PoissonHMM(_BaseHMM):
                              "observations)")
         seen = X[~nan]
         if np.isinf(seen).any() or (seen < 0).any() or (seen != np.round(seen)).any():
-            raise ValueError("X: expected non-negative integer counts")
+            raise ValueError("X: expected non-negative integer counts (Negative values in data "
+                             "or non-integers are refused)")
         return X
 
     def _dims(self):
