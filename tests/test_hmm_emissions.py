@@ -29,9 +29,10 @@ def test_gaussian_table_matches_scipy(cov_type):
     em, covs = _gaussian(cov_type)
     x = torch.randn(2, 4, 2, dtype=torch.float64)
     table = em.log_likelihood(x)
-    for k in range(3):
-        cov = {"spherical": lambda c: c[k] * np.eye(2), "diag": lambda c: np.diag(c[k]),
-               "full": lambda c: c[k], "tied": lambda c: c}[cov_type](covs.numpy())
+    c = covs.numpy()
+    full = {"spherical": [ci * np.eye(2) for ci in c], "diag": [np.diag(ci) for ci in c],
+            "full": list(c), "tied": [c] * 3}[cov_type]
+    for k, cov in enumerate(full):
         want = stats.multivariate_normal(em.means[k].detach().numpy(), cov).logpdf(
             x.reshape(-1, 2).numpy())
         np.testing.assert_allclose(table[..., k].reshape(-1).detach().numpy(), want, rtol=1e-10)
