@@ -392,12 +392,12 @@ class CategoricalHMM(_BaseHMM):
         if tuple(probs.shape) != (self.n_components, model.emission.n_symbols):
             raise ValueError(f"emissionprob_: expected shape ({self.n_components}, "
                              f"n_features), got {tuple(probs.shape)}")
-        sums = probs.sum(-1)
-        if (probs < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-8):
+        sums = probs.sum(-1, keepdim=True)
+        if (probs < 0).any() or not torch.allclose(sums, torch.ones_like(sums), atol=1e-5):
             raise ValueError("emissionprob_: expected rows of non-negative entries summing "
-                             "to 1")
+                             f"to 1, got sums {sums.flatten()[:8].tolist()}")
         with torch.no_grad():
-            model.emission.log_emission.copy_(torch.log(probs))
+            model.emission.log_emission.copy_(torch.log(probs / sums))
 
     def _get_emission(self, model):
         self.emissionprob_ = torch.exp(model.emission.log_emission).cpu().double().numpy()
