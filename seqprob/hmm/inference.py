@@ -124,28 +124,35 @@ def _resolve(method: str, prep: _Prepared) -> str:
 # --- sequential recursions -------------------------------------------------------------------
 
 def _forward_sequential(init: Tensor, trans: Tensor, scaled: Tensor) -> tuple[Tensor, Tensor]:
-    """Normalized alphas (B, T, K) and log step normalizers (B, T) (shift excluded)."""
+    """Normalized alphas (B, T, K) and log step normalizers (B, T) (shift excluded).
+
+    Few kernel launches per step (this loop bounds the speed for small K): the normalizers
+    are logged once at the end. An impossible step (normalizer 0) leaves zero rows, so the
+    log-likelihood becomes -inf, never NaN.
+    """
     batch, length, k = scaled.shape
     alpha = scaled.new_empty(batch, length, k)
-    log_c = scaled.new_empty(batch, length)
+    norm = scaled.new_empty(batch, length, 1)
+    tiny = torch.finfo(scaled.dtype).tiny
     prior = init                                                            # (B K)
     for t in range(length):
-        a, c = _normalize(prior * scaled[:, t])
-        alpha[:, t] = a
-        log_c[:, t] = torch.log(c)
-        prior = a @ trans                                                   # (B K)
-    return alpha, log_c
+        a = torch.mul(prior, scaled[:, t])
+        torch.sum(a, -1, keepdim=True, out=norm[:, t])
+        torch.div(a, norm[:, t].clamp_min(tiny), out=alpha[:, t])
+        prior = alpha[:, t] @ trans                                         # (B K)
+    return alpha, torch.log(norm.squeeze(-1))
 
 
 def _backward_sequential(trans: Tensor, scaled: Tensor) -> Tensor:
     """Betas (B, T, K), each row normalized to sum 1 (the scale cancels in posteriors)."""
     batch, length, k = scaled.shape
     beta = scaled.new_empty(batch, length, k)
-    b = scaled.new_full((batch, k), 1.0 / k)
-    beta[:, -1] = b
+    beta[:, -1] = 1.0 / k
+    trans_t = trans.T.contiguous()
+    tiny = torch.finfo(scaled.dtype).tiny
     for t in range(length - 2, -1, -1):
-        b, _ = _normalize((scaled[:, t + 1] * b) @ trans.T)                  # (B K)
-        beta[:, t] = b
+        b = torch.mul(scaled[:, t + 1], beta[:, t + 1]) @ trans_t           # (B K)
+        torch.div(b, b.sum(-1, keepdim=True).clamp_min(tiny), out=beta[:, t])
     return beta
 
 

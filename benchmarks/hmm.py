@@ -1,0 +1,149 @@
+"""Seconds per EM iteration: seqprob vs hmmlearn 0.3.3 at the shapes of TARGETS.md, on the
+same data from the same starting parameters, log-likelihoods side by side; plus one EM step
+of a K=1024 x V=49,152 categorical HMM (seqprob only), with its peak memory.
+
+    python benchmarks/hmm.py [--iters 3] [--repeats 3] [--threads 2] [--skip-hmmlearn]
+
+Both libraries run in float64 (hmmlearn's precision) with 2 torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's seqprob
+
+SHAPES = [
+    dict(name="CategoricalHMM K=64 V=1000, 200 x 100", kind="categorical", k=64, v=1000,
+         b=200, t=100),
+    dict(name="GaussianHMM diag K=16 D=8, 100 x 500", kind="gaussian", k=16, v=8, b=100, t=500),
+    dict(name="CategoricalHMM K=256 V=5000, 200 x 64", kind="categorical", k=256, v=5000,
+         b=200, t=64),
+]
+
+
+def _data_and_start(shape, rng):
+    """Flat X, lengths and starting parameters (dict of hmmlearn attribute names)."""
+    k, v, n = shape["k"], shape["v"], shape["b"] * shape["t"]
+
+    def stochastic(*s):
+        a = rng.rand(*s) + 0.1
+        return a / a.sum(-1, keepdims=True)
+
+    start = dict(startprob_=stochastic(k), transmat_=stochastic(k, k))
+    if shape["kind"] == "categorical":
+        X = rng.randint(0, v, (n, 1))
+        start["emissionprob_"] = stochastic(k, v)
+    else:
+        X = rng.randn(n, v) + rng.randint(0, 4, (n, 1))
+        start |= dict(means_=rng.randn(k, v), covars_=rng.rand(k, v) + 0.5)
+    return X, [shape["t"]] * shape["b"], start
+
+
+def _fit_timed(cls, shape, X, lengths, start, iters):
+    kwargs = dict(n_components=shape["k"], n_iter=iters, tol=0.0, init_params="")
+    if shape["kind"] == "gaussian":
+        kwargs["covariance_type"] = "diag"
+    model = cls(**kwargs)
+    for name, value in start.items():
+        setattr(model, name, value.copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        began = time.perf_counter()
+        model.fit(X, lengths)
+        seconds = time.perf_counter() - began
+    return seconds / iters, list(model.monitor_.history)
+
+
+def compare(iters: int, repeats: int, skip_hmmlearn: bool) -> list[dict]:
+    from seqprob.hmm import estimators as ours
+
+    rows = []
+    for shape in SHAPES:
+        X, lengths, start = _data_and_start(shape, np.random.RandomState(0))
+        cls = getattr(ours, "CategoricalHMM" if shape["kind"] == "categorical" else
+                      "GaussianHMM")
+        _fit_timed(cls, shape, X, lengths, start, 1)                        # warm-up
+        runs = [_fit_timed(cls, shape, X, lengths, start, iters) for _ in range(repeats)]
+        row = dict(shape=shape["name"], seqprob_s=statistics.median(r[0] for r in runs),
+                   seqprob_ll=runs[0][1])
+        if not skip_hmmlearn:
+            from hmmlearn import hmm
+
+            theirs = getattr(hmm, cls.__name__)
+            row["hmmlearn_s"], row["hmmlearn_ll"] = _fit_timed(theirs, shape, X, lengths, start,
+                                                               iters)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def large_step(k=1024, v=49_152, b=256, t=32, dtype="float32") -> dict:
+    """One EM step of a categorical HMM (run in its own process for a clean peak RSS)."""
+    from seqprob.hmm import HMM, em
+
+    g = torch.Generator().manual_seed(0)
+    model = HMM(k, "categorical", n_symbols=v, dtype=dtype).requires_grad_(False)
+    with torch.no_grad():
+        model.log_transmat.copy_(torch.log_softmax(torch.randn(k, k, generator=g), 1))
+        model.emission.log_emission.copy_(torch.log_softmax(torch.randn(k, v, generator=g), 1))
+    x = torch.randint(0, v, (b, t), generator=g)
+    times = []
+    for _ in range(2):
+        began = time.perf_counter()
+        stats = em.expected_statistics(model, x)
+        em.maximize(model, stats)
+        times.append(time.perf_counter() - began)
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return dict(shape=f"CategoricalHMM K={k} V={v}, {b} x {t} ({dtype})",
+                seconds=min(times), peak_rss_gb=peak_gb,
+                log_likelihood=float(stats.log_likelihood))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-hmmlearn", action="store_true")
+    parser.add_argument("--large-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.large_only:
+        print(json.dumps(large_step()))
+        return
+    rows = compare(args.iters, args.repeats, args.skip_hmmlearn)
+    out = subprocess.run([sys.executable, __file__, "--large-only", "--threads",
+                          str(args.threads)], capture_output=True,
+                         text=True, check=True)
+    large = json.loads(out.stdout.strip().splitlines()[-1])
+    print()
+    print("| model and data | seqprob s/iter | hmmlearn s/iter | speed-up | "
+          "log-likelihood per iteration (seqprob / hmmlearn) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        theirs = r.get("hmmlearn_s")
+        lls = " ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(r["seqprob_ll"],
+                                                             r.get("hmmlearn_ll", []),
+                                                             strict=False))
+        ours = r["seqprob_s"]
+        theirs_text = "-" if theirs is None else f"{theirs:.2f}"
+        ratio = "-" if theirs is None else f"{theirs / ours:.0f}x"
+        print(f"| {r['shape']} | {ours:.4f} | {theirs_text} | {ratio} | {lls} |")
+    print(f"| {large['shape']}, one EM step | {large['seconds']:.2f} | - | - | "
+          f"{large['log_likelihood']:.1f}; peak RSS {large['peak_rss_gb']:.2f} GB |")
+
+
+if __name__ == "__main__":
+    main()
