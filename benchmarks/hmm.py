@@ -2,7 +2,7 @@
 same data from the same starting parameters, log-likelihoods side by side; plus one EM step
 of a K=1024 x V=49,152 categorical HMM (seqprob only), with its peak memory.
 
-    python benchmarks/hmm.py [--iters 3] [--repeats 3] [--threads 2] [--skip-hmmlearn]
+    python benchmarks/hmm.py [--iters 3] [--repeats 3] [--threads 2,1] [--skip-hmmlearn]
 
 Both libraries run in float64 (hmmlearn's precision) with 2 torch threads.
 """
@@ -66,7 +66,7 @@ def _fit_timed(cls, shape, X, lengths, start, iters):
     return seconds / iters, list(model.monitor_.history)
 
 
-def compare(iters: int, repeats: int, skip_hmmlearn: bool) -> list[dict]:
+def compare(iters: int, repeats: int, threads: list[int], skip_hmmlearn: bool) -> list[dict]:
     from seqprob.hmm import estimators as ours
 
     rows = []
@@ -74,10 +74,13 @@ def compare(iters: int, repeats: int, skip_hmmlearn: bool) -> list[dict]:
         X, lengths, start = _data_and_start(shape, np.random.RandomState(0))
         cls = getattr(ours, "CategoricalHMM" if shape["kind"] == "categorical" else
                       "GaussianHMM")
-        _fit_timed(cls, shape, X, lengths, start, 1)                        # warm-up
-        runs = [_fit_timed(cls, shape, X, lengths, start, iters) for _ in range(repeats)]
-        row = dict(shape=shape["name"], seqprob_s=statistics.median(r[0] for r in runs),
-                   seqprob_ll=runs[0][1])
+        row = dict(shape=shape["name"])
+        for n in threads:
+            torch.set_num_threads(n)
+            _fit_timed(cls, shape, X, lengths, start, 1)                    # warm-up
+            runs = [_fit_timed(cls, shape, X, lengths, start, iters) for _ in range(repeats)]
+            row[f"seqprob_s_{n}"] = statistics.median(r[0] for r in runs)
+            row["seqprob_ll"] = runs[0][1]
         if not skip_hmmlearn:
             from hmmlearn import hmm
 
@@ -117,32 +120,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-hmmlearn", action="store_true")
     parser.add_argument("--large-only", action="store_true")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", default="2",
+                        help="comma-separated torch thread counts to time seqprob with")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    threads = [int(n) for n in args.threads.split(",")]
     if args.large_only:
+        torch.set_num_threads(threads[0])
         print(json.dumps(large_step()))
         return
-    rows = compare(args.iters, args.repeats, args.skip_hmmlearn)
-    out = subprocess.run([sys.executable, __file__, "--large-only", "--threads",
-                          str(args.threads)], capture_output=True,
-                         text=True, check=True)
-    large = json.loads(out.stdout.strip().splitlines()[-1])
-    print()
-    print("| model and data | seqprob s/iter | hmmlearn s/iter | speed-up | "
+    rows = compare(args.iters, args.repeats, threads, args.skip_hmmlearn)
+    larges = []
+    for n in threads:
+        out = subprocess.run([sys.executable, __file__, "--large-only", "--threads", str(n)],
+                             capture_output=True, text=True, check=True)
+        larges.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    head = " | ".join(f"seqprob s/iter ({n} thr)" for n in threads)
+    print(f"\n| model and data | {head} | hmmlearn s/iter | speed-up | "
           "log-likelihood per iteration (seqprob / hmmlearn) |")
-    print("|---|---|---|---|---|")
+    print("|---|" + "---|" * len(threads) + "---|---|---|")
     for r in rows:
         theirs = r.get("hmmlearn_s")
-        lls = " ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(r["seqprob_ll"],
-                                                             r.get("hmmlearn_ll", []),
-                                                             strict=False))
-        ours = r["seqprob_s"]
+        ours = [r[f"seqprob_s_{n}"] for n in threads]
+        lls = "; ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(r["seqprob_ll"],
+                                                              r.get("hmmlearn_ll", []),
+                                                              strict=False))
         theirs_text = "-" if theirs is None else f"{theirs:.2f}"
-        ratio = "-" if theirs is None else f"{theirs / ours:.0f}x"
-        print(f"| {r['shape']} | {ours:.4f} | {theirs_text} | {ratio} | {lls} |")
-    print(f"| {large['shape']}, one EM step | {large['seconds']:.2f} | - | - | "
-          f"{large['log_likelihood']:.1f}; peak RSS {large['peak_rss_gb']:.2f} GB |")
+        ratio = "-" if theirs is None else " / ".join(f"{theirs / o:.0f}x" for o in ours)
+        cells = " | ".join(f"{o:.4f}" for o in ours)
+        print(f"| {r['shape']} | {cells} | {theirs_text} | {ratio} | {lls} |")
+    cells = " | ".join(f"{g['seconds']:.2f} (peak RSS {g['peak_rss_gb']:.2f} GB)" for g in larges)
+    print(f"| {larges[0]['shape']}, one EM step | {cells} | - | - | "
+          f"{larges[0]['log_likelihood']:.1f} |")
 
 
 if __name__ == "__main__":
