@@ -12,13 +12,10 @@ import json
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from seqprob.hmm.estimators import GaussianHMM  # noqa: E402
+from seqprob.hmm.estimators import GaussianHMM
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ett" / "ETTh1.csv"
@@ -46,6 +43,9 @@ def main() -> None:
     rank = np.empty_like(order)
     rank[order] = np.arange(args.states)
     regimes = rank[regimes]
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1]})

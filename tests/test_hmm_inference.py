@@ -204,3 +204,36 @@ def test_unknown_method_raises():
     with pytest.raises(ValueError, match="method"):
         inference.forward_filter(torch.zeros(2), torch.zeros(2, 2), torch.zeros(1, 3, 2),
                                  method="magic")
+
+
+def test_bf16_products_accuracy():
+    """Documented accuracy of ``matmul_dtype=torch.bfloat16``: log-likelihood within 1e-3
+    relative and posteriors within 0.02 absolute of float32, K=64."""
+    log_init, log_trans = random_model(64, seed=8, dtype=torch.float32)
+    g = torch.Generator().manual_seed(9)
+    loglik = torch.randn(8, 40, 64, generator=g) * 2
+    ref = inference.forward_backward(log_init, log_trans, loglik)
+    low = inference.forward_backward(log_init, log_trans, loglik, matmul_dtype=torch.bfloat16)
+    torch.testing.assert_close(low.log_likelihood, ref.log_likelihood, rtol=1e-3, atol=0)
+    torch.testing.assert_close(low.smoothed, ref.smoothed, rtol=0, atol=0.02)
+    torch.testing.assert_close(low.transitions, ref.transitions, rtol=0.02, atol=0.05)
+    with pytest.raises(ValueError, match="matmul_dtype"):
+        inference.forward_filter(log_init, log_trans, loglik, matmul_dtype=torch.int8)
+    with pytest.raises(ValueError, match="blocked"):
+        inference.forward_filter(log_init, log_trans, loglik, method="blocked",
+                                 matmul_dtype=torch.bfloat16)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_matches_cpu(method):
+    log_init, log_trans, loglik, lengths = _problem(k=4, t=300, b=3)
+    cpu = inference.forward_backward(log_init, log_trans, loglik, lengths, method=method)
+    gpu = inference.forward_backward(log_init.cuda(), log_trans.cuda(), loglik.cuda(),
+                                     lengths.cuda(), method=method)
+    for a, b in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(b.cpu(), a)
+    vit = inference.viterbi(log_init.cuda(), log_trans.cuda(), loglik.cuda(), lengths.cuda())
+    torch.testing.assert_close(vit.path.cpu(),
+                               inference.viterbi(log_init, log_trans, loglik, lengths).path)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from seqprob.core.validation import check_float
+from seqprob.hmm import inference
 from seqprob.hmm.emissions import _log_normalize_rows
 from seqprob.hmm.model import HMM
 
@@ -57,12 +58,14 @@ class Statistics:
 
 @torch.no_grad()
 def expected_statistics(model: HMM, x: Tensor, lengths: Tensor | None = None, *,
-                        method: str = "auto", reduce: bool = True) -> Statistics:
+                        method: str = "auto", reduce: bool = True,
+                        matmul_dtype: torch.dtype | None = None) -> Statistics:
     """E-step over padded ``x`` (B, T, ...) with ``lengths`` (B,); summed over processes
-    when ``reduce`` and a process group is initialized."""
+    when ``reduce`` and a process group is initialized. ``matmul_dtype=torch.bfloat16``:
+    reduced-precision products (see :func:`seqprob.hmm.inference.forward_filter`)."""
     x = model.emission.validate(x)
     table = model.emission.log_likelihood(x)                                # (B T K)
-    post = _posteriors(model, table, lengths, method)
+    post = _posteriors(model, table, lengths, method, matmul_dtype)
     mask = post.smoothed.sum(-1) > 0                                        # (B T)
     stats = Statistics(
         log_likelihood=post.log_likelihood.sum(),
@@ -75,11 +78,10 @@ def expected_statistics(model: HMM, x: Tensor, lengths: Tensor | None = None, *,
     return all_reduce(stats) if reduce else stats
 
 
-def _posteriors(model: HMM, table: Tensor, lengths: Tensor | None, method: str):
-    from seqprob.hmm import inference
-
+def _posteriors(model: HMM, table: Tensor, lengths: Tensor | None, method: str,
+                matmul_dtype: torch.dtype | None):
     post = inference.forward_backward(model.log_startprob, model.log_transmat, table, lengths,
-                                      method=method)
+                                      method=method, matmul_dtype=matmul_dtype)
     if not bool(torch.isfinite(post.log_likelihood).all()):
         bad = int((~torch.isfinite(post.log_likelihood)).nonzero()[0])
         raise ValueError(f"x: sequence {bad} has probability zero under the current model "

@@ -89,6 +89,7 @@ class _Prepared(NamedTuple):
     shift: Tensor      # (B, T) per-step max of loglik, 0 at padding
     mask: Tensor       # (B, T) bool, True inside each row's length
     lengths: Tensor    # (B,) long
+    matmul_dtype: torch.dtype | None  # reduced precision for the GEMMs (bf16), or None
 
 
 def _check_inputs(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
@@ -117,8 +118,8 @@ def _check_inputs(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
     return lengths, mask
 
 
-def _prepare(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
-             lengths: Tensor | None) -> _Prepared:
+def _prepare(log_init: Tensor, log_trans: Tensor, loglik: Tensor, lengths: Tensor | None,
+             matmul_dtype: torch.dtype | None = None) -> _Prepared:
     lengths, mask = _check_inputs(log_init, log_trans, loglik, lengths)
     batch, _, k = loglik.shape
     loglik = loglik.masked_fill(~mask[..., None], 0.0)                     # (B T K)
@@ -126,7 +127,11 @@ def _prepare(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     scaled = torch.exp(loglik - shift[..., None])                           # (B T K)
     init = torch.exp(log_init).to(loglik.dtype).expand(batch, k)            # (B K)
-    return _Prepared(init, torch.exp(log_trans).to(loglik.dtype), scaled, shift, mask, lengths)
+    if matmul_dtype not in (None, torch.bfloat16, torch.float16):
+        raise ValueError(f"matmul_dtype: expected None, torch.bfloat16 or torch.float16, got "
+                         f"{matmul_dtype}")
+    return _Prepared(init, torch.exp(log_trans).to(loglik.dtype), scaled, shift, mask, lengths,
+                     matmul_dtype)
 
 
 def _normalize(v: Tensor) -> tuple[Tensor, Tensor]:
@@ -142,6 +147,11 @@ def _cost_prefers_blocked(batch: int, length: int, k: int) -> bool:
 
 def _resolve(method: str, prep: _Prepared) -> str:
     check_choice(method, "method", METHODS)
+    if prep.matmul_dtype is not None:
+        if method == "blocked":
+            raise ValueError("method: 'blocked' runs in full precision; matmul_dtype needs "
+                             "'sequential' or 'auto'")
+        return "sequential"
     if method != "auto":
         return method
     batch, length, k = prep.scaled.shape
@@ -150,14 +160,17 @@ def _resolve(method: str, prep: _Prepared) -> str:
 
 # --- sequential recursions -------------------------------------------------------------------
 
-def _forward_sequential(init: Tensor, trans: Tensor, scaled: Tensor) -> tuple[Tensor, Tensor]:
+def _forward_sequential(init: Tensor, trans: Tensor, scaled: Tensor,
+                        mm: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
     """Normalized alphas (B, T, K) and log step normalizers (B, T) (shift excluded).
 
     Few kernel launches per step (this loop bounds the speed for small K): the normalizers
     are logged once at the end. An impossible step (normalizer 0) leaves zero rows, so the
-    log-likelihood becomes -inf, never NaN.
+    log-likelihood becomes -inf, never NaN. ``mm`` (bf16/fp16): the products' precision.
     """
     batch, length, k = scaled.shape
+    mm = mm or scaled.dtype
+    trans = trans.to(mm)
     alpha = scaled.new_empty(batch, length, k)
     norm = scaled.new_empty(batch, length, 1)
     tiny = torch.finfo(scaled.dtype).tiny
@@ -166,19 +179,20 @@ def _forward_sequential(init: Tensor, trans: Tensor, scaled: Tensor) -> tuple[Te
         a = torch.mul(prior, scaled[:, t])
         torch.sum(a, -1, keepdim=True, out=norm[:, t])
         torch.div(a, norm[:, t].clamp_min(tiny), out=alpha[:, t])
-        prior = alpha[:, t] @ trans                                         # (B K)
+        prior = alpha[:, t].to(mm) @ trans                                  # (B K)
     return alpha, torch.log(norm.squeeze(-1))
 
 
-def _backward_sequential(trans: Tensor, scaled: Tensor) -> Tensor:
+def _backward_sequential(trans: Tensor, scaled: Tensor, mm: torch.dtype | None = None) -> Tensor:
     """Betas (B, T, K), each row normalized to sum 1 (the scale cancels in posteriors)."""
     batch, length, k = scaled.shape
     beta = scaled.new_empty(batch, length, k)
     beta[:, -1] = 1.0 / k
-    trans_t = trans.T.contiguous()
+    mm = mm or scaled.dtype
+    trans_t = trans.T.contiguous().to(mm)
     tiny = torch.finfo(scaled.dtype).tiny
     for t in range(length - 2, -1, -1):
-        b = torch.mul(scaled[:, t + 1], beta[:, t + 1]) @ trans_t           # (B K)
+        b = (torch.mul(scaled[:, t + 1], beta[:, t + 1]).to(mm) @ trans_t).to(scaled.dtype)
         torch.div(b, b.sum(-1, keepdim=True).clamp_min(tiny), out=beta[:, t])
     return beta
 
@@ -251,7 +265,7 @@ def _forward(prep: _Prepared, method: str) -> tuple[Tensor, Tensor]:
 
 def _forward_any(prep: _Prepared, method: str) -> tuple[Tensor, Tensor]:
     if _resolve(method, prep) == "sequential" or prep.scaled.shape[1] == 1:
-        return _forward_sequential(prep.init, prep.trans, prep.scaled)
+        return _forward_sequential(prep.init, prep.trans, prep.scaled, prep.matmul_dtype)
     blocks = _blocks(prep.scaled, _block_size(prep.scaled.shape[1]))
     return _forward_blocked(prep.init, prep.trans, prep.scaled, blocks,
                             _block_products(prep.trans, blocks))
@@ -260,44 +274,61 @@ def _forward_any(prep: _Prepared, method: str) -> tuple[Tensor, Tensor]:
 # --- public functions -------------------------------------------------------------------------
 
 def forward_filter(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
-                   lengths: Tensor | None = None, *, method: str = "auto") -> Filtered:
-    """Filtering distributions and the log-likelihood of every row."""
-    prep = _prepare(log_init, log_trans, loglik, lengths)
+                   lengths: Tensor | None = None, *, method: str = "auto",
+                   matmul_dtype: torch.dtype | None = None) -> Filtered:
+    """Filtering distributions and the log-likelihood of every row.
+
+    ``matmul_dtype=torch.bfloat16`` runs the products in bf16 (tensor cores; on CUDA, TF32 is
+    torch's global ``torch.backends.cuda.matmul.allow_tf32``). Accuracy, tested: log-likelihood
+    within 1e-3 relative of fp32 for K=64."""
+    prep = _prepare(log_init, log_trans, loglik, lengths, matmul_dtype)
     alpha, log_c = _forward(prep, method)
     log_norm = (log_c + prep.shift).masked_fill(~prep.mask, 0.0)            # (B T)
     return Filtered(alpha, log_norm, log_norm.sum(-1))
 
 
 def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
-                     lengths: Tensor | None = None, *, method: str = "auto") -> Posteriors:
-    """Smoothing posteriors and expected transition counts (summed over rows)."""
-    prep = _prepare(log_init, log_trans, loglik, lengths)
+                     lengths: Tensor | None = None, *, method: str = "auto",
+                     matmul_dtype: torch.dtype | None = None) -> Posteriors:
+    """Smoothing posteriors and expected transition counts (summed over rows);
+    ``matmul_dtype`` as in :func:`forward_filter`."""
+    prep = _prepare(log_init, log_trans, loglik, lengths, matmul_dtype)
     kind = _resolve(method, prep)
     batch, length, k = prep.scaled.shape
     with _threads_for(_step_flops(batch, k)):
         if kind == "sequential" or length == 1:
-            alpha, log_c = _forward_sequential(prep.init, prep.trans, prep.scaled)
-            beta = _backward_sequential(prep.trans, prep.scaled)
+            alpha, log_c = _forward_sequential(prep.init, prep.trans, prep.scaled,
+                                               prep.matmul_dtype)
+            beta = _backward_sequential(prep.trans, prep.scaled, prep.matmul_dtype)
         else:
             blocks = _blocks(prep.scaled, _block_size(length))
             prods = _block_products(prep.trans, blocks)
             alpha, log_c = _forward_blocked(prep.init, prep.trans, prep.scaled, blocks, prods)
             beta = _backward_blocked(prep.trans, prep.scaled, blocks, prods)
     log_lik = ((log_c + prep.shift).masked_fill(~prep.mask, 0.0)).sum(-1)  # (B)
-    smoothed = _normalize(alpha * beta)[0] * prep.mask[..., None]          # (B T K)
-    return Posteriors(log_lik, alpha, smoothed, _transition_counts(prep, alpha, beta))
+    joint, mass = _normalize(alpha * beta)                                  # (B T K), (B T)
+    smoothed = joint * prep.mask[..., None]
+    return Posteriors(log_lik, alpha, smoothed,
+                      _transition_counts(prep, alpha, beta, log_c, mass))
 
 
-def _transition_counts(prep: _Prepared, alpha: Tensor, beta: Tensor) -> Tensor:
-    """sum_{b,t} xi_t = A * ((alpha_t / z_t)^T @ (e_{t+1} beta_{t+1})) in one GEMM: (K, K)."""
+def _transition_counts(prep: _Prepared, alpha: Tensor, beta: Tensor, log_c: Tensor,
+                       mass: Tensor) -> Tensor:
+    """sum_{b,t} xi_t = A * ((alpha_t / z_t)^T @ (e_{t+1} beta_{t+1})) in one GEMM: (K, K).
+
+    z_t = sum_ij alpha_t(i) A_ij e_{t+1}(j) beta_{t+1}(j) = c_{t+1} * sum_j alpha_{t+1} beta_{t+1}
+    (``c`` the forward normalizers, ``mass`` the row sums of alpha * beta): no extra product.
+    """
     k = alpha.shape[-1]
     if alpha.shape[1] == 1:
         return alpha.new_zeros(k, k)
     w = prep.scaled[:, 1:] * beta[:, 1:]                                    # (B T-1 K)
-    z = ((alpha[:, :-1] @ prep.trans) * w).sum(-1)                          # (B T-1)
+    z = torch.exp(log_c[:, 1:]) * mass[:, 1:]                               # (B T-1)
     valid = prep.mask[:, 1:] & (z > 0)
     left = alpha[:, :-1] * torch.where(valid, 1.0 / z.where(valid, 1.0), 0.0)[..., None]
-    return prep.trans * (left.reshape(-1, k).T @ w.reshape(-1, k))          # (K K)
+    mm = prep.matmul_dtype or alpha.dtype
+    counts = left.reshape(-1, k).T.to(mm) @ w.reshape(-1, k).to(mm)        # (K K)
+    return prep.trans * counts.to(alpha.dtype)
 
 
 def viterbi(log_init: Tensor, log_trans: Tensor, loglik: Tensor,

@@ -140,11 +140,12 @@ class HMM(SequenceModel, Persistable):
         """Validated observations -> (B, T, K) emission log-likelihoods."""
         return self.emission.log_likelihood(self.emission.validate(x))
 
-    def posteriors(self, x: Tensor, lengths: Tensor | None = None, *,
-                   method: str = "auto") -> inference.Posteriors:
+    def posteriors(self, x: Tensor, lengths: Tensor | None = None, *, method: str = "auto",
+                   matmul_dtype: torch.dtype | None = None) -> inference.Posteriors:
         """Forward-backward over padded ``x`` with per-row ``lengths``."""
         return inference.forward_backward(self.log_startprob, self.log_transmat,
-                                          self.log_likelihood_table(x), lengths, method=method)
+                                          self.log_likelihood_table(x), lengths, method=method,
+                                          matmul_dtype=matmul_dtype)
 
     def decode(self, x: Tensor, lengths: Tensor | None = None, *,
                algorithm: str = "viterbi") -> inference.Decoded:
