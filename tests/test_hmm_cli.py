@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from seqprob.cli import main
 from seqprob.hmm.estimators import CategoricalHMM, GaussianHMM
@@ -51,3 +56,18 @@ def test_errors_exit_with_code_2(tmp_path, capsys):
     assert main(["hmm", "fit", str(tmp_path / "d.csv"), "--lengths",
                  str(tmp_path / "bad.txt")]) == 2
     assert "lengths: expected entries summing to 3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ett_regimes_example_writes_a_figure(tmp_path):
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
+    if not data.is_file():
+        pytest.skip("ETTh1 is not at ../shared/data/ett")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "hmm_ett_regimes.py"),
+                          "--data", str(data), "--output", str(tmp_path / "r.png")],
+                         capture_output=True, text=True, check=True, timeout=600, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    summary = json.loads(out.stdout)
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+    assert summary["days"] > 700 and abs(sum(summary["occupancy"]) - 1) < 1e-6

@@ -25,6 +25,11 @@ def _keep_rows(new: Tensor, old: Tensor, has_data: Tensor) -> Tensor:
     return torch.where(has_data.reshape(-1, *([1] * (new.dim() - 1))), new, old)
 
 
+def _zero_missing(table: Tensor, observed: Tensor) -> Tensor:
+    """``table`` (B, T, K) with rows where ``observed`` (B, T) is False set to 0."""
+    return table if bool(observed.all()) else table.masked_fill(~observed[..., None], 0.0)
+
+
 def _log_normalize_rows(counts: Tensor, old_log: Tensor) -> Tensor:
     """Log of row-normalized counts (K, N); rows without mass keep ``old_log``."""
     total = counts.sum(-1, keepdim=True)
@@ -214,20 +219,19 @@ class GaussianEmission(Emission):
             log_var = self.log_var.expand(self.n_features, -1).T \
                 if self.covariance_type == "spherical" else self.log_var   # (K D)
             prec = torch.exp(-log_var)                                      # (K D)
-            maha = (flat**2 @ prec.T - 2 * flat @ (self.means * prec).T
-                    + (self.means**2 * prec).sum(-1))                       # (N K)
-            out = -0.5 * (const + log_var.sum(-1) + maha)
+            bias = -0.5 * (const + log_var.sum(-1) + (self.means**2 * prec).sum(-1))  # (K)
+            weights = torch.cat([-0.5 * prec, self.means * prec], dim=1)   # (K 2D)
+            out = torch.addmm(bias, torch.cat([flat**2, flat], dim=1), weights.T)  # (N K)
         else:
             tril = self.scale_tril.expand(self.n_states, -1, -1)            # (K D D)
             diff = flat.T[None] - self.means[:, :, None]                    # (K D N)
             sol = torch.linalg.solve_triangular(tril, diff, upper=False)    # (K D N)
             log_det = 2 * torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
             out = -0.5 * (const + log_det[:, None] + (sol**2).sum(1)).T     # (N K)
-        out = out.reshape(*x.shape[:-1], self.n_states)
-        return out.masked_fill(~obs[..., None], 0.0)
+        return _zero_missing(out.reshape(*x.shape[:-1], self.n_states), obs)
 
     def statistics(self, x: Tensor, weights: Tensor) -> Stats:
-        w = (weights * self.observed(x)[..., None]).reshape(-1, self.n_states)  # (N K)
+        w = _zero_missing(weights, self.observed(x)).reshape(-1, self.n_states)  # (N K)
         flat = torch.nan_to_num(x.reshape(-1, self.n_features))             # (N D)
         stats = {"post": w.sum(0), "obs": w.T @ flat}
         if self.covariance_type in ("spherical", "diag"):
@@ -340,10 +344,10 @@ class PoissonEmission(Emission):
         flat = torch.nan_to_num(x.reshape(-1, self.n_features))             # (N D)
         out = (flat @ self.log_rate.T - torch.exp(self.log_rate).sum(-1)
                - torch.lgamma(flat + 1).sum(-1, keepdim=True))              # (N K)
-        return out.reshape(*x.shape[:-1], self.n_states).masked_fill(~obs[..., None], 0.0)
+        return _zero_missing(out.reshape(*x.shape[:-1], self.n_states), obs)
 
     def statistics(self, x: Tensor, weights: Tensor) -> Stats:
-        w = (weights * self.observed(x)[..., None]).reshape(-1, self.n_states)
+        w = _zero_missing(weights, self.observed(x)).reshape(-1, self.n_states)
         flat = torch.nan_to_num(x.reshape(-1, self.n_features))
         return {"post": w.sum(0), "obs": w.T @ flat}
 

@@ -179,7 +179,8 @@ def _forward_sequential(init: Tensor, trans: Tensor, scaled: Tensor,
         a = torch.mul(prior, scaled[:, t])
         torch.sum(a, -1, keepdim=True, out=norm[:, t])
         torch.div(a, norm[:, t].clamp_min(tiny), out=alpha[:, t])
-        prior = alpha[:, t].to(mm) @ trans                                  # (B K)
+        a = alpha[:, t]
+        prior = (a if a.dtype == mm else a.to(mm)) @ trans                  # (B K)
     return alpha, torch.log(norm.squeeze(-1))
 
 
@@ -192,7 +193,8 @@ def _backward_sequential(trans: Tensor, scaled: Tensor, mm: torch.dtype | None =
     trans_t = trans.T.contiguous().to(mm)
     tiny = torch.finfo(scaled.dtype).tiny
     for t in range(length - 2, -1, -1):
-        b = (torch.mul(scaled[:, t + 1], beta[:, t + 1]).to(mm) @ trans_t).to(scaled.dtype)
+        b = torch.mul(scaled[:, t + 1], beta[:, t + 1])
+        b = b @ trans_t if mm == scaled.dtype else (b.to(mm) @ trans_t).to(scaled.dtype)
         torch.div(b, b.sum(-1, keepdim=True).clamp_min(tiny), out=beta[:, t])
     return beta
 
