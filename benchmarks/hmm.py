@@ -4,10 +4,17 @@ of a K=1024 x V=49,152 categorical HMM (seqprob only), with its peak memory.
 
     python benchmarks/hmm.py [--iters 3] [--repeats 3] [--threads 2,1] [--skip-hmmlearn]
 
-Both libraries run in float64 (hmmlearn's precision) with 2 torch threads.
+Both libraries run in float64 (hmmlearn's precision); seqprob with the torch thread counts of
+--threads (default 2; small per-step products run on one thread, see seqprob.hmm.inference).
 """
 
 from __future__ import annotations
+
+import os
+
+# OpenMP workers sleep between parallel regions instead of spinning: on a shared machine whose
+# cores are busy, spinning workers take the core the main thread needs (set before torch loads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json

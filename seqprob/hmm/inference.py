@@ -122,7 +122,8 @@ def _prepare(log_init: Tensor, log_trans: Tensor, loglik: Tensor, lengths: Tenso
              matmul_dtype: torch.dtype | None = None) -> _Prepared:
     lengths, mask = _check_inputs(log_init, log_trans, loglik, lengths)
     batch, _, k = loglik.shape
-    loglik = loglik.masked_fill(~mask[..., None], 0.0)                     # (B T K)
+    if not bool(mask.all()):
+        loglik = loglik.masked_fill(~mask[..., None], 0.0)                 # (B T K)
     shift = loglik.amax(-1)                                                 # (B T)
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     scaled = torch.exp(loglik - shift[..., None])                           # (B T K)
@@ -309,7 +310,7 @@ def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
             beta = _backward_blocked(prep.trans, prep.scaled, blocks, prods)
     log_lik = ((log_c + prep.shift).masked_fill(~prep.mask, 0.0)).sum(-1)  # (B)
     joint, mass = _normalize(alpha * beta)                                  # (B T K), (B T)
-    smoothed = joint * prep.mask[..., None]
+    smoothed = joint if bool(prep.mask.all()) else joint * prep.mask[..., None]
     return Posteriors(log_lik, alpha, smoothed,
                       _transition_counts(prep, alpha, beta, log_c, mass))
 
