@@ -28,25 +28,24 @@ ALL_PARAMS = "stemcl"
 class Statistics:
     """Expected sufficient statistics. ``log_likelihood`` () summed over sequences; ``start``
     (K,) expected first states; ``trans`` (K, K) expected transitions; ``emission`` as the
-    emission family defines; ``n_sequences`` and ``n_observations`` () counts."""
+    emission family defines; ``n_sequences`` () the number of sequences."""
 
     log_likelihood: Tensor
     start: Tensor
     trans: Tensor
     emission: dict[str, Tensor]
     n_sequences: Tensor
-    n_observations: Tensor
 
     def tensors(self) -> list[Tensor]:
         return [self.log_likelihood, self.start, self.trans, *self.emission.values(),
-                self.n_sequences, self.n_observations]
+                self.n_sequences]
 
     def _rebuild(self, values: list[Tensor]) -> Statistics:
         keys = list(self.emission)
         n = len(keys)
         return Statistics(values[0], values[1], values[2], dict(zip(keys, values[3:3 + n],
                                                                     strict=True)),
-                          values[3 + n], values[4 + n])
+                          values[3 + n])
 
     def __add__(self, other: Statistics) -> Statistics:
         return self._rebuild([a + b for a, b in zip(self.tensors(), other.tensors(),
@@ -66,14 +65,12 @@ def expected_statistics(model: HMM, x: Tensor, lengths: Tensor | None = None, *,
     x = model.emission.validate(x)
     table = model.emission.log_likelihood(x)                                # (B T K)
     post = _posteriors(model, table, lengths, method, matmul_dtype)
-    mask = post.smoothed.sum(-1) > 0                                        # (B T)
     stats = Statistics(
         log_likelihood=post.log_likelihood.sum(),
         start=post.smoothed[:, 0].sum(0),
         trans=post.transitions,
         emission=model.emission.statistics(x, post.smoothed),
         n_sequences=torch.tensor(float(x.shape[0]), dtype=table.dtype, device=table.device),
-        n_observations=(model.emission.observed(x) & mask).sum().to(table.dtype),
     )
     return all_reduce(stats) if reduce else stats
 
@@ -150,7 +147,8 @@ def fit(model: HMM, batches: Iterable[tuple[Tensor, Tensor | None]], *, n_iter: 
         for x, lengths in batches:
             part = expected_statistics(model, x, lengths, method=method, reduce=False)
             total = part if total is None else total + part
-        assert total is not None, "batches: expected at least one batch"
+        if total is None:
+            raise ValueError("batches: expected at least one (x, lengths) pair, got none")
         total = all_reduce(total)
         history.append(float(total.log_likelihood))
         if len(history) > 1 and history[-1] - history[-2] < tol:

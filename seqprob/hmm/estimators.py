@@ -44,6 +44,13 @@ from seqprob.hmm.model import HMM
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+def _dirichlet(rng: np.random.RandomState, k: int, rows: int | None) -> np.ndarray:
+    """A Dirichlet(1/K) draw (hmmlearn's start) lifted off exact zeros, which EM could never
+    leave: user-set zeros are structural, drawn ones are not."""
+    value = np.maximum(rng.dirichlet(np.full(k, 1.0 / k), size=rows), 1e-12)
+    return value / value.sum(-1, keepdims=True)
+
+
 class ConvergenceMonitor:
     """Log-likelihood per EM iteration; ``converged`` once an iteration gains less than
     ``tol``. ``history`` holds every reported value."""
@@ -173,14 +180,10 @@ class _BaseHMM(BaseEstimator):
     def _init(self, X: np.ndarray, rng: np.random.RandomState) -> None:
         k = self.n_components
         if "s" in self.init_params or not hasattr(self, "startprob_"):
-            self.startprob_ = rng.dirichlet(np.full(k, 1.0 / k))
+            self.startprob_ = _dirichlet(rng, k, None)
         if "t" in self.init_params or not hasattr(self, "transmat_"):
-            self.transmat_ = rng.dirichlet(np.full(k, 1.0 / k), size=k)
+            self.transmat_ = _dirichlet(rng, k, k)
         self._init_emission(X, rng)
-        # a Dirichlet(1/K) draw may hold exact zeros that EM could never leave
-        for name in ("startprob_", "transmat_"):
-            value = np.maximum(getattr(self, name), 1e-12)
-            setattr(self, name, value / value.sum(-1, keepdims=True))
 
     # --- fitting ---------------------------------------------------------------------------
     def fit(self, X, lengths=None):
@@ -369,13 +372,14 @@ class CategoricalHMM(_BaseHMM):
             X = X.astype(np.int64)
         if (X < -1).any():
             raise ValueError(f"X: expected symbols >= 0 (or -1 for missing), got {X.min()}")
-        n_symbols = self._n_symbols(X)
+        n_symbols = self._n_symbols(X, fresh=reset and "e" in self.init_params)
         if (X >= n_symbols).any():
             raise ValueError(f"X: expected symbols in [0, {n_symbols}), got {X.max()}")
         return X.astype(np.int64)
 
-    def _n_symbols(self, X=None) -> int:
-        if hasattr(self, "emissionprob_"):
+    def _n_symbols(self, X=None, *, fresh: bool = False) -> int:
+        """Vocabulary size: the parameters' unless they are about to be re-initialized."""
+        if hasattr(self, "emissionprob_") and not fresh:
             return np.asarray(self.emissionprob_).shape[1]
         if self.n_features is not None:
             return self.n_features
@@ -404,10 +408,7 @@ class CategoricalHMM(_BaseHMM):
 
     def _init_emission(self, X, rng):
         if "e" in self.init_params or not hasattr(self, "emissionprob_"):
-            n = self.n_features if self.n_features is not None else int(X.max()) + 1
-            if hasattr(self, "emissionprob_") and "e" in self.init_params:
-                del self.emissionprob_
-            probs = rng.rand(self.n_components, n)
+            probs = rng.rand(self.n_components, self._n_symbols(X, fresh=True))
             self.emissionprob_ = probs / probs.sum(1, keepdims=True)
 
 

@@ -168,36 +168,37 @@ def _forward_sequential(init: Tensor, trans: Tensor, scaled: Tensor,
     Few kernel launches per step (this loop bounds the speed for small K): the normalizers
     are logged once at the end. An impossible step (normalizer 0) leaves zero rows, so the
     log-likelihood becomes -inf, never NaN. ``mm`` (bf16/fp16): the products' precision.
+    Differentiable (no in-place writes).
     """
-    batch, length, k = scaled.shape
     mm = mm or scaled.dtype
     trans = trans.to(mm)
-    alpha = scaled.new_empty(batch, length, k)
-    norm = scaled.new_empty(batch, length, 1)
     tiny = torch.finfo(scaled.dtype).tiny
+    alphas, norms = [], []
     prior = init                                                            # (B K)
-    for t in range(length):
-        a = torch.mul(prior, scaled[:, t])
-        torch.sum(a, -1, keepdim=True, out=norm[:, t])
-        torch.div(a, norm[:, t].clamp_min(tiny), out=alpha[:, t])
-        a = alpha[:, t]
+    for t in range(scaled.shape[1]):
+        a = prior * scaled[:, t]
+        norm = a.sum(-1, keepdim=True)                                      # (B 1)
+        a = a / norm.clamp_min(tiny)
+        alphas.append(a)
+        norms.append(norm)
         prior = (a if a.dtype == mm else a.to(mm)) @ trans                  # (B K)
-    return alpha, torch.log(norm.squeeze(-1))
+    return torch.stack(alphas, 1), torch.log(torch.cat(norms, 1))
 
 
 def _backward_sequential(trans: Tensor, scaled: Tensor, mm: torch.dtype | None = None) -> Tensor:
     """Betas (B, T, K), each row normalized to sum 1 (the scale cancels in posteriors)."""
     batch, length, k = scaled.shape
-    beta = scaled.new_empty(batch, length, k)
-    beta[:, -1] = 1.0 / k
     mm = mm or scaled.dtype
     trans_t = trans.T.contiguous().to(mm)
     tiny = torch.finfo(scaled.dtype).tiny
+    b = scaled.new_full((batch, k), 1.0 / k)
+    betas = [b]
     for t in range(length - 2, -1, -1):
-        b = torch.mul(scaled[:, t + 1], beta[:, t + 1])
+        b = scaled[:, t + 1] * b
         b = b @ trans_t if mm == scaled.dtype else (b.to(mm) @ trans_t).to(scaled.dtype)
-        torch.div(b, b.sum(-1, keepdim=True).clamp_min(tiny), out=beta[:, t])
-    return beta
+        b = b / b.sum(-1, keepdim=True).clamp_min(tiny)
+        betas.append(b)
+    return torch.stack(betas[::-1], 1)
 
 
 # --- blocked parallel-in-time recursions ------------------------------------------------------
