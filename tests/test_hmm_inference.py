@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from seqprob.hmm import inference
 from tests.hmm_helpers import all_paths, random_model
 
-METHODS = ["sequential", "blocked"]
+METHODS = ["sequential", "blocked", "fused"]
 
 
 def _problem(k=3, t=5, b=3, seed=0, zeros=False):
@@ -45,7 +45,7 @@ def _brute(log_init, log_trans, loglik, lengths):
 def test_forward_backward_matches_enumeration(method, zeros):
     log_init, log_trans, loglik, lengths = _problem(zeros=zeros)
     post = inference.forward_backward(log_init, log_trans, loglik, lengths, method=method)
-    filt = inference.forward_filter(log_init, log_trans, loglik, lengths, method=method)
+    filt = inference.forward_filter(log_init, log_trans, loglik, lengths)
     brute = _brute(log_init, log_trans, loglik, lengths)
     torch.testing.assert_close(post.log_likelihood, torch.stack([r[0] for r in brute]))
     torch.testing.assert_close(filt.log_likelihood, post.log_likelihood)
@@ -119,28 +119,40 @@ def test_ragged_batch_equals_each_sequence_alone():
 
 @settings(max_examples=25, deadline=None)
 @given(k=st.integers(1, 5), t=st.integers(2, 70), b=st.integers(1, 3), seed=st.integers(0, 99))
-def test_blocked_equals_sequential(k, t, b, seed):
-    log_init, log_trans = random_model(k, seed=seed)
+def test_blocked_and_fused_equal_sequential(k, t, b, seed):
+    log_init, log_trans = random_model(k, seed=seed, zeros=seed % 2 == 1)
     g = torch.Generator().manual_seed(seed)
     loglik = torch.randn(b, t, k, generator=g, dtype=torch.float64) * 3
     lengths = torch.randint(1, t + 1, (b,), generator=g)
     seq = inference.forward_backward(log_init, log_trans, loglik, lengths, method="sequential")
-    blk = inference.forward_backward(log_init, log_trans, loglik, lengths, method="blocked")
     inside = (torch.arange(t) < lengths[:, None])[..., None]                # (B T 1)
     close = dict(rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(blk.log_likelihood, seq.log_likelihood, **close)
-    torch.testing.assert_close(blk.smoothed, seq.smoothed, **close)
-    torch.testing.assert_close(blk.filtered * inside, seq.filtered * inside, **close)
-    torch.testing.assert_close(blk.transitions, seq.transitions, **close)
+    for method in ("blocked", "fused"):
+        got = inference.forward_backward(log_init, log_trans, loglik, lengths, method=method)
+        torch.testing.assert_close(got.log_likelihood, seq.log_likelihood, **close)
+        torch.testing.assert_close(got.smoothed, seq.smoothed, **close)
+        torch.testing.assert_close(got.filtered * inside, seq.filtered * inside, **close)
+        torch.testing.assert_close(got.transitions, seq.transitions, **close)
 
 
-def test_auto_method_picks_blocked_for_small_k_long_t():
+def test_auto_method_choice():
     assert inference._cost_prefers_blocked(batch=1, length=100_000, k=4)
     assert not inference._cost_prefers_blocked(batch=256, length=32, k=1024)
+    small = inference._prepare(torch.zeros(4), torch.zeros(4, 4), torch.zeros(2, 9, 4), None)
+    assert inference._resolve("auto", small, smoothing=True) == "fused"
+    assert inference._resolve("auto", small) == "sequential"
+    big = inference._prepare(torch.zeros(64), torch.zeros(64, 64), torch.zeros(2, 9, 64), None)
+    assert inference._resolve("auto", big, smoothing=True) == "sequential"
+    grad = torch.zeros(4, 4, requires_grad=True)
+    with pytest.raises(ValueError, match="fused"):
+        inference.forward_backward(torch.zeros(4), grad, torch.zeros(2, 9, 4), method="fused")
+    with pytest.raises(ValueError, match="fused"):
+        inference.forward_filter(torch.zeros(4), torch.zeros(4, 4), torch.zeros(2, 9, 4),
+                                 method="fused")
 
 
 @pytest.mark.parametrize("method", [pytest.param("sequential", marks=pytest.mark.slow),
-                                    "blocked"])
+                                    "blocked", "fused"])
 def test_very_long_sequence_is_stable_in_float32(method):
     """T = 100,000: the float32 results are finite and agree with the float64 ones."""
     log_init, log_trans = random_model(3, seed=5)
@@ -226,7 +238,7 @@ def test_bf16_products_accuracy():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ["sequential", "blocked"])
 def test_cuda_matches_cpu(method):
     log_init, log_trans, loglik, lengths = _problem(k=4, t=300, b=3)
     cpu = inference.forward_backward(log_init, log_trans, loglik, lengths, method=method)

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from seqprob.core.validation import check_choice, check_shape, check_tensor
 
-METHODS = ("auto", "sequential", "blocked")
+METHODS = ("auto", "sequential", "blocked", "fused")
+_FUSED_MAX_K = 32  # above this the GEMM formulation wins over the fused scalar kernel
 _VITERBI_CHUNK = 2**24  # elements of the (rows, K, K) max-plus temporary per chunk
 _PARALLEL_STEP_FLOPS = 2**23  # below this, a step's products run on one thread
 
@@ -146,8 +147,24 @@ def _cost_prefers_blocked(batch: int, length: int, k: int) -> bool:
     return length >= 256 and batch * k**3 <= 2**18
 
 
-def _resolve(method: str, prep: _Prepared) -> str:
+def _fused_applies(prep: _Prepared) -> bool:
+    """The fused CPU kernel: CPU float tensors, full precision, no autograd, numba present."""
+    from seqprob.kernels import hmm_cpu
+
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (prep.init, prep.trans, prep.scaled))
+    return (prep.scaled.device.type == "cpu" and prep.matmul_dtype is None and not needs_grad
+            and prep.scaled.dtype in (torch.float32, torch.float64) and hmm_cpu.available())
+
+
+def _resolve(method: str, prep: _Prepared, *, smoothing: bool = False) -> str:
+    """The algorithm to run; ``fused`` exists for forward-backward (``smoothing``) only."""
     check_choice(method, "method", METHODS)
+    if method == "fused":
+        if not (smoothing and _fused_applies(prep)):
+            raise ValueError("method: 'fused' runs forward_backward on CPU float32/float64 "
+                             "tensors without autograd or matmul_dtype (and needs numba)")
+        return method
     if prep.matmul_dtype is not None:
         if method == "blocked":
             raise ValueError("method: 'blocked' runs in full precision; matmul_dtype needs "
@@ -156,6 +173,8 @@ def _resolve(method: str, prep: _Prepared) -> str:
     if method != "auto":
         return method
     batch, length, k = prep.scaled.shape
+    if smoothing and k <= _FUSED_MAX_K and _fused_applies(prep):
+        return "fused"
     return "blocked" if _cost_prefers_blocked(batch, length, k) else "sequential"
 
 
@@ -297,7 +316,9 @@ def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
     """Smoothing posteriors and expected transition counts (summed over rows);
     ``matmul_dtype`` as in :func:`forward_filter`."""
     prep = _prepare(log_init, log_trans, loglik, lengths, matmul_dtype)
-    kind = _resolve(method, prep)
+    kind = _resolve(method, prep, smoothing=True)
+    if kind == "fused":
+        return _fused(prep)
     batch, length, k = prep.scaled.shape
     with _threads_for(_step_flops(batch, k)):
         if kind == "sequential" or length == 1:
@@ -314,6 +335,15 @@ def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
     smoothed = joint if bool(prep.mask.all()) else joint * prep.mask[..., None]
     return Posteriors(log_lik, alpha, smoothed,
                       _transition_counts(prep, alpha, beta, log_c, mass))
+
+
+def _fused(prep: _Prepared) -> Posteriors:
+    from seqprob.kernels import hmm_cpu
+
+    alpha, log_c, smoothed, counts = hmm_cpu.forward_backward(prep.init, prep.trans,
+                                                              prep.scaled, prep.lengths)
+    log_lik = (log_c + prep.shift).masked_fill(~prep.mask, 0.0).sum(-1)   # (B)
+    return Posteriors(log_lik, alpha, smoothed, prep.trans * counts)
 
 
 def _transition_counts(prep: _Prepared, alpha: Tensor, beta: Tensor, log_c: Tensor,
