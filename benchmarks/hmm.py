@@ -2,7 +2,7 @@
 same data from the same starting parameters, log-likelihoods side by side; plus one EM step
 of a K=1024 x V=49,152 categorical HMM (seqprob only), with its peak memory.
 
-    python benchmarks/hmm.py [--iters 3] [--repeats 3] [--threads 2,1] [--skip-hmmlearn]
+    python benchmarks/hmm.py [--iters N] [--repeats 3] [--threads 2,1] [--skip-hmmlearn]
 
 Both libraries run in float64 (hmmlearn's precision); seqprob with the torch thread counts of
 --threads (default 2; small per-step products run on one thread, see seqprob.hmm.inference).
@@ -31,12 +31,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's seqprob
 
+# EM iterations per timed fit (both libraries): enough to amortize set-up, few where
+# hmmlearn takes a minute per iteration
 SHAPES = [
     dict(name="CategoricalHMM K=64 V=1000, 200 x 100", kind="categorical", k=64, v=1000,
-         b=200, t=100),
-    dict(name="GaussianHMM diag K=16 D=8, 100 x 500", kind="gaussian", k=16, v=8, b=100, t=500),
+         b=200, t=100, iters=10),
+    dict(name="GaussianHMM diag K=16 D=8, 100 x 500", kind="gaussian", k=16, v=8, b=100, t=500,
+         iters=10),
     dict(name="CategoricalHMM K=256 V=5000, 200 x 64", kind="categorical", k=256, v=5000,
-         b=200, t=64),
+         b=200, t=64, iters=2),
 ]
 
 
@@ -73,7 +76,8 @@ def _fit_timed(cls, shape, X, lengths, start, iters):
     return seconds / iters, list(model.monitor_.history)
 
 
-def compare(iters: int, repeats: int, threads: list[int], skip_hmmlearn: bool) -> list[dict]:
+def compare(iters: int | None, repeats: int, threads: list[int], skip_hmmlearn: bool
+            ) -> list[dict]:
     from seqprob.hmm import estimators as ours
 
     rows = []
@@ -81,11 +85,12 @@ def compare(iters: int, repeats: int, threads: list[int], skip_hmmlearn: bool) -
         X, lengths, start = _data_and_start(shape, np.random.RandomState(0))
         cls = getattr(ours, "CategoricalHMM" if shape["kind"] == "categorical" else
                       "GaussianHMM")
-        row = dict(shape=shape["name"])
+        row = dict(shape=shape["name"], iters=iters or shape["iters"])
         for n in threads:
             torch.set_num_threads(n)
             _fit_timed(cls, shape, X, lengths, start, 1)                    # warm-up
-            runs = [_fit_timed(cls, shape, X, lengths, start, iters) for _ in range(repeats)]
+            runs = [_fit_timed(cls, shape, X, lengths, start, row["iters"])
+                    for _ in range(repeats)]
             row[f"seqprob_s_{n}"] = statistics.median(r[0] for r in runs)
             row["seqprob_ll"] = runs[0][1]
         if not skip_hmmlearn:
@@ -93,7 +98,7 @@ def compare(iters: int, repeats: int, threads: list[int], skip_hmmlearn: bool) -
 
             theirs = getattr(hmm, cls.__name__)
             row["hmmlearn_s"], row["hmmlearn_ll"] = _fit_timed(theirs, shape, X, lengths, start,
-                                                               iters)
+                                                               row["iters"])
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -123,7 +128,8 @@ def large_step(k=1024, v=49_152, b=256, t=32, dtype="float32") -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--iters", type=int, default=None,
+                        help="EM iterations per fit (default: 10, 10, 2 by shape)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-hmmlearn", action="store_true")
     parser.add_argument("--large-only", action="store_true")
@@ -142,19 +148,18 @@ def main() -> None:
                              capture_output=True, text=True, check=True)
         larges.append(json.loads(out.stdout.strip().splitlines()[-1]))
     head = " | ".join(f"seqprob s/iter ({n} thr)" for n in threads)
-    print(f"\n| model and data | {head} | hmmlearn s/iter | speed-up | "
-          "log-likelihood per iteration (seqprob / hmmlearn) |")
+    print(f"\n| model and data (EM iterations) | {head} | hmmlearn s/iter | speed-up | "
+          "log-likelihood at iterations 1, 2 and last (seqprob / hmmlearn) |")
     print("|---|" + "---|" * len(threads) + "---|---|---|")
     for r in rows:
         theirs = r.get("hmmlearn_s")
         ours = [r[f"seqprob_s_{n}"] for n in threads]
-        lls = "; ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(r["seqprob_ll"],
-                                                              r.get("hmmlearn_ll", []),
-                                                              strict=False))
+        pairs = list(zip(r["seqprob_ll"], r.get("hmmlearn_ll", []), strict=False))
+        lls = "; ".join(f"{a:.2f} / {b:.2f}" for a, b in (pairs[:2] + pairs[-1:]))
         theirs_text = "-" if theirs is None else f"{theirs:.2f}"
         ratio = "-" if theirs is None else " / ".join(f"{theirs / o:.0f}x" for o in ours)
         cells = " | ".join(f"{o:.4f}" for o in ours)
-        print(f"| {r['shape']} | {cells} | {theirs_text} | {ratio} | {lls} |")
+        print(f"| {r['shape']} ({r['iters']}) | {cells} | {theirs_text} | {ratio} | {lls} |")
     cells = " | ".join(f"{g['seconds']:.2f} (peak RSS {g['peak_rss_gb']:.2f} GB)" for g in larges)
     print(f"| {larges[0]['shape']}, one EM step | {cells} | - | - | "
           f"{larges[0]['log_likelihood']:.1f} |")

@@ -58,11 +58,14 @@ class Statistics:
 @torch.no_grad()
 def expected_statistics(model: HMM, x: Tensor, lengths: Tensor | None = None, *,
                         method: str = "auto", reduce: bool = True,
-                        matmul_dtype: torch.dtype | None = None) -> Statistics:
+                        matmul_dtype: torch.dtype | None = None,
+                        validate: bool = True) -> Statistics:
     """E-step over padded ``x`` (B, T, ...) with ``lengths`` (B,); summed over processes
     when ``reduce`` and a process group is initialized. ``matmul_dtype=torch.bfloat16``:
-    reduced-precision products (see :func:`seqprob.hmm.inference.forward_filter`)."""
-    x = model.emission.validate(x)
+    reduced-precision products (see :func:`seqprob.hmm.inference.forward_filter`).
+    ``validate=False`` skips the input checks for ``x`` already returned by
+    ``model.emission.validate`` (an EM loop checks its data once)."""
+    x = model.emission.validate(x) if validate else x
     table = model.emission.log_likelihood(x)                                # (B T K)
     post = _posteriors(model, table, lengths, method, matmul_dtype)
     stats = Statistics(

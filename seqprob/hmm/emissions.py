@@ -30,6 +30,11 @@ def _zero_missing(table: Tensor, observed: Tensor) -> Tensor:
     return table if bool(observed.all()) else table.masked_fill(~observed[..., None], 0.0)
 
 
+def _fill_missing(x: Tensor, observed: Tensor) -> Tensor:
+    """``x`` (B, T, D) with the NaN of missing rows replaced by 0 (a copy only if needed)."""
+    return x if bool(observed.all()) else torch.nan_to_num(x)
+
+
 def _log_normalize_rows(counts: Tensor, old_log: Tensor) -> Tensor:
     """Log of row-normalized counts (K, N); rows without mass keep ``old_log``."""
     total = counts.sum(-1, keepdim=True)
@@ -213,7 +218,7 @@ class GaussianEmission(Emission):
 
     def log_likelihood(self, x: Tensor) -> Tensor:
         obs = self.observed(x)
-        flat = torch.nan_to_num(x.reshape(-1, self.n_features))             # (N D)
+        flat = _fill_missing(x, obs).reshape(-1, self.n_features)           # (N D)
         const = self.n_features * math.log(2 * math.pi)
         if self.covariance_type in ("spherical", "diag"):
             log_var = self.log_var.expand(self.n_features, -1).T \
@@ -231,8 +236,9 @@ class GaussianEmission(Emission):
         return _zero_missing(out.reshape(*x.shape[:-1], self.n_states), obs)
 
     def statistics(self, x: Tensor, weights: Tensor) -> Stats:
-        w = _zero_missing(weights, self.observed(x)).reshape(-1, self.n_states)  # (N K)
-        flat = torch.nan_to_num(x.reshape(-1, self.n_features))             # (N D)
+        obs = self.observed(x)
+        w = _zero_missing(weights, obs).reshape(-1, self.n_states)          # (N K)
+        flat = _fill_missing(x, obs).reshape(-1, self.n_features)           # (N D)
         stats = {"post": w.sum(0), "obs": w.T @ flat}
         if self.covariance_type in ("spherical", "diag"):
             stats["obs2"] = w.T @ flat**2                                   # (K D)

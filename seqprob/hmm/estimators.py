@@ -197,9 +197,10 @@ class _BaseHMM(BaseEstimator):
         for _ in range(self.n_init):
             self._init(X, rng)
             model = self._model()
+            x = model.emission.validate(x)
             monitor = ConvergenceMonitor(self.tol, self.n_iter, self.verbose)
             for _ in range(self.n_iter):
-                stats = em.expected_statistics(model, x, lens)
+                stats = em.expected_statistics(model, x, lens, validate=False)
                 em.maximize(model, stats, self.params)  # then report, as hmmlearn does
                 monitor.report(float(stats.log_likelihood))
                 if monitor.converged:

@@ -41,7 +41,8 @@ def _compile():
     except ImportError as err:  # pragma: no cover - numba is a core dependency
         raise ImportError("the fused CPU HMM kernel needs numba: pip install numba") from err
 
-    @numba.njit(parallel=True, cache=True)
+    # reassociation lets the dot products vectorize; no finite-math assumption (-inf is used)
+    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
     def fused(init, trans, scaled, lengths, alpha, smoothed, log_norm, counts):
         batch, _, k = scaled.shape
         for b in numba.prange(batch):
@@ -57,11 +58,11 @@ def _compile():
                 inv = 1.0 / total if total > 0 else 0.0
                 for j in range(k):
                     alpha[b, t, j] *= inv
-                for j in range(k):
-                    acc = 0.0
-                    for i in range(k):
-                        acc += alpha[b, t, i] * trans[i, j]
-                    prior[j] = acc
+                prior[:] = 0.0
+                for i in range(k):                                # prior = alpha_t @ A
+                    a = alpha[b, t, i]
+                    for j in range(k):
+                        prior[j] += a * trans[i, j]
             beta = np.ones(k)
             w = np.empty(k)
             nxt = np.empty(k)
