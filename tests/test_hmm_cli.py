@@ -70,4 +70,4 @@ def test_ett_regimes_example_writes_a_figure(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(root)})
     summary = json.loads(out.stdout)
     assert (tmp_path / "r.png").stat().st_size > 10_000
-    assert summary["days"] > 700 and abs(sum(summary["occupancy"]) - 1) < 1e-6
+    assert summary["days"] > 700 and abs(sum(summary["occupancy"]) - 1) < 0.005  # rounded
