@@ -86,8 +86,8 @@ class Decoded(NamedTuple):
 class _Prepared(NamedTuple):
     init: Tensor       # (B, K) initial probabilities
     trans: Tensor      # (K, K) transition probabilities
-    scaled: Tensor     # (B, T, K) exp(loglik - shift), ones at padding
-    shift: Tensor      # (B, T) per-step max of loglik, 0 at padding
+    scaled: Tensor     # (B, T, K) exp(loglik - shift), ones at padding (loglik before _rescale)
+    shift: Tensor | None  # (B, T) per-step max of loglik, 0 at padding (None before _rescale)
     mask: Tensor       # (B, T) bool, True inside each row's length
     lengths: Tensor    # (B,) long
     matmul_dtype: torch.dtype | None  # reduced precision for the GEMMs (bf16), or None
@@ -120,20 +120,26 @@ def _check_inputs(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
 
 
 def _prepare(log_init: Tensor, log_trans: Tensor, loglik: Tensor, lengths: Tensor | None,
-             matmul_dtype: torch.dtype | None = None) -> _Prepared:
+             matmul_dtype: torch.dtype | None = None, *, rescale: bool = True) -> _Prepared:
     lengths, mask = _check_inputs(log_init, log_trans, loglik, lengths)
     batch, _, k = loglik.shape
     if not bool(mask.all()):
         loglik = loglik.masked_fill(~mask[..., None], 0.0)                 # (B T K)
-    shift = loglik.amax(-1)                                                 # (B T)
-    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
-    scaled = torch.exp(loglik - shift[..., None])                           # (B T K)
     init = torch.exp(log_init).to(loglik.dtype).expand(batch, k)            # (B K)
     if matmul_dtype not in (None, torch.bfloat16, torch.float16):
         raise ValueError(f"matmul_dtype: expected None, torch.bfloat16 or torch.float16, got "
                          f"{matmul_dtype}")
-    return _Prepared(init, torch.exp(log_trans).to(loglik.dtype), scaled, shift, mask, lengths,
+    prep = _Prepared(init, torch.exp(log_trans).to(loglik.dtype), loglik, None, mask, lengths,
                      matmul_dtype)
+    return _rescale(prep) if rescale else prep
+
+
+def _rescale(prep: _Prepared) -> _Prepared:
+    """Replace the log-likelihoods in ``prep.scaled`` by exp(loglik - per-step max)."""
+    loglik = prep.scaled
+    shift = loglik.amax(-1)                                                 # (B T)
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    return prep._replace(scaled=torch.exp(loglik - shift[..., None]), shift=shift)
 
 
 def _normalize(v: Tensor) -> tuple[Tensor, Tensor]:
@@ -315,10 +321,11 @@ def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
                      matmul_dtype: torch.dtype | None = None) -> Posteriors:
     """Smoothing posteriors and expected transition counts (summed over rows);
     ``matmul_dtype`` as in :func:`forward_filter`."""
-    prep = _prepare(log_init, log_trans, loglik, lengths, matmul_dtype)
+    prep = _prepare(log_init, log_trans, loglik, lengths, matmul_dtype, rescale=False)
     kind = _resolve(method, prep, smoothing=True)
-    if kind == "fused":
+    if kind == "fused":  # shifts and exponentiates inside the kernel
         return _fused(prep)
+    prep = _rescale(prep)
     batch, length, k = prep.scaled.shape
     with _threads_for(_step_flops(batch, k)):
         if kind == "sequential" or length == 1:
@@ -340,10 +347,9 @@ def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
 def _fused(prep: _Prepared) -> Posteriors:
     from seqprob.kernels import hmm_cpu
 
-    alpha, log_c, smoothed, counts = hmm_cpu.forward_backward(prep.init, prep.trans,
-                                                              prep.scaled, prep.lengths)
-    log_lik = (log_c + prep.shift).masked_fill(~prep.mask, 0.0).sum(-1)   # (B)
-    return Posteriors(log_lik, alpha, smoothed, prep.trans * counts)
+    alpha, log_norm, smoothed, counts = hmm_cpu.forward_backward(prep.init, prep.trans,
+                                                                 prep.scaled, prep.lengths)
+    return Posteriors(log_norm.sum(-1), alpha, smoothed, prep.trans * counts)
 
 
 def _transition_counts(prep: _Prepared, alpha: Tensor, beta: Tensor, log_c: Tensor,
