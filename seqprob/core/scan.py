@@ -144,17 +144,26 @@ def _check_selective(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None
     _check_device_and_finite(named)
 
 
+def _all_finite(tensors: list[Tensor]) -> bool:
+    """One fused test: min and max of every tensor are finite (NaN and inf propagate)."""
+    real = [torch.view_as_real(x.detach()) if x.is_complex() else x.detach() for x in tensors]
+    ends = [v.double() for x in real if x.numel() for v in torch.aminmax(x)]
+    return not ends or bool(torch.isfinite(torch.stack(ends)).all())
+
+
 def _check_device_and_finite(named: list[tuple[str, Tensor]]) -> None:
     device = named[0][1].device
     for name, x in named:
         if x.device != device:
             raise ValueError(f"{name}: expected a tensor on {device} (like {named[0][0]}), "
                              f"got one on {x.device}")
-        check_finite(x.detach(), name)
+    if not _all_finite([x for _, x in named]):
+        for name, x in named:
+            check_finite(x.detach(), name)
 
 
 def _check_result(y: Tensor, op: str) -> Tensor:
-    if not bool(torch.isfinite(y.detach()).all()):
+    if not _all_finite([y]):
         raise ValueError(f"{op}: the result has non-finite values although the inputs are "
                          "finite: the recurrence overflowed (are the decays |a| <= 1, i.e. A "
                          "negative and delta positive?)")
