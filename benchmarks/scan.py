@@ -9,8 +9,8 @@ timed call also measures peak memory as the rise of the process's peak RSS (VmHW
 through /proc/self/clear_refs) over its RSS before the call. RSS sees every allocation, torch's
 included (tracemalloc would not), and a fresh process keeps allocator caches of earlier runs out
 of the figure. Times are medians over the repeats. mambapy's selective scan is built the way
-its Mamba block builds it: deltaA = exp(delta A), BX = delta B x, hs = pscan(deltaA, BX),
-y = hs @ C + D x, on inputs in its (batch, length, dim) layout. The sequential reference
+its Mamba block builds it (``seqprob.kernels.peers``): deltaA = exp(delta A), BX = delta B x,
+hs = pscan(deltaA, BX), y = hs @ C + D x, on inputs in its (batch, length, dim) layout. The sequential reference
 forward+backward takes minutes: it runs once at the first shape, and at the second shape on
 the first 512 steps, scaled by length (marked "extrapolated"). A correctness check in the same
 run compares outputs and gradients of ``cpu`` with mambapy and the reference.
@@ -48,17 +48,12 @@ def _inputs(batch, length, dim, nstate, seed=0):
 
 def _mambapy_fn(kw):
     """mambapy's selective scan on (batch, length, dim) copies of the inputs."""
-    import torch
-    from mambapy.pscan import pscan
+    from seqprob.kernels.peers import mambapy_selective_scan
     x, delta = kw["u"].transpose(1, 2).contiguous(), kw["delta"].transpose(1, 2).contiguous()
     B, C = kw["B"].transpose(1, 2).contiguous(), kw["C"].transpose(1, 2).contiguous()
     leaves = dict(u=x, delta=delta, A=kw["A"].clone(), B=B, C=C, D=kw["D"].clone())
     def run(u, delta, A, B, C, D):
-        delta_a = torch.exp(delta.unsqueeze(-1) * A)                       # (B L D N)
-        bx = delta.unsqueeze(-1) * B.unsqueeze(2) * u.unsqueeze(-1)        # (B L D N)
-        hs = pscan(delta_a, bx)                                            # (B L D N)
-        y = (hs @ C.unsqueeze(-1)).squeeze(3) + D * u                      # (B L D)
-        return y.transpose(1, 2)                                           # (B D L)
+        return mambapy_selective_scan(u, delta, A, B, C, D).transpose(1, 2)   # (B D L)
     return run, leaves
 
 

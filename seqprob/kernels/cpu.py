@@ -7,8 +7,10 @@ values). ``exp(delta * A)`` is computed once per ``(t, n)`` with a vectorizable 
 (``_exp``, ~1 ulp; fp64 uses libm). The forward stores the state every ``CHUNK`` steps when
 gradients are needed (``batch * dim * length / CHUNK * N`` values); the backward walks the
 chunks in reverse, recomputes each chunk's states into a small per-task buffer and runs the
-adjoint recurrence in the same pass. Reductions over rows (``dA, dB, dC, dD``,
-``ddelta_bias``) go to one partial buffer per thread, summed afterwards.
+adjoint recurrence in the same pass. Reductions over rows (``dA, dB, dC, dD``) go to one
+partial buffer per group of rows (4 groups per thread, handed out dynamically), summed
+afterwards. The elementwise parts (softplus of delta, the silu gate and their derivatives) run
+vectorized in torch around the kernels.
 
 Layouts are mamba_ssm's (see ``seqprob.core.scan``); inputs arrive validated, contiguous and
 in the compute dtype (fp32 or fp64).
@@ -16,6 +18,7 @@ in the compute dtype (fp32 or fp64).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numba
@@ -125,7 +128,7 @@ def _recompute_chunk(b, d, t0, t1, u, dt, a, Bm, bi, bs, xs, das):
 def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dout, dlast,
                    du, ddt, dgate, dh0, dA_p, dB_p, dC_p, dD_p):
     """Adjoint pass. Per-row outputs: du, ddt, dgate (batch, dim, L), dh0 (batch, dim, N).
-    Per-thread partials (first axis = thread group): dA_p (G, dim, N), dB_p/dC_p
+    Per-group partials (first axis = group of rows): dA_p (G, dim, N), dB_p/dC_p
     (G, *Bm.shape), dD_p (G, dim)."""
     nbatch, dim, length = u.shape
     nstate = A.shape[1]
@@ -178,6 +181,17 @@ def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dou
             dD_p[g, d] += dD_acc
 
 
+@contextlib.contextmanager
+def _dynamic_schedule(tasks: int):
+    """Hand out prange iterations in ~8 chunks per thread instead of one static block each,
+    so a thread that the OS deschedules (shared machines) does not hold up the others."""
+    old = numba.set_parallel_chunksize(max(1, tasks // (8 * numba.get_num_threads())))
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(old)
+
+
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
@@ -210,8 +224,9 @@ class SelectiveScanCPU(torch.autograd.Function):
         out = raw.new_empty(batch, dim, length)                                   # (B D L)
         last = raw.new_empty(batch, dim, nstate)                                  # (B D N)
         ckpt = raw.new_empty(batch, dim, -(-length // CHUNK) if save else 0, nstate)
-        _selective_fwd(*(_np(x) for x in ins), _np(h0), z is not None, B.dim() == 3,
-                       C.dim() == 3, out.numpy(), last.numpy(), ckpt.numpy(), save)
+        with _dynamic_schedule(batch * dim):
+            _selective_fwd(*(_np(x) for x in ins), _np(h0), z is not None, B.dim() == 3,
+                           C.dim() == 3, out.numpy(), last.numpy(), ckpt.numpy(), save)
         if save:
             ctx.ins, ctx.ckpt, ctx.raw, ctx.softplus = ins, ckpt, raw, delta_softplus
             ctx.z = z.to(wide) if z is not None else None
@@ -224,7 +239,7 @@ class SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout, dlast):
         u, _, A, Bm, Cm, _, _ = ctx.ins
         batch, dim = u.shape[:2]
-        groups = numba.get_num_threads()
+        groups = min(batch * dim, 4 * numba.get_num_threads())
         dout = dout.to(u.dtype).contiguous() if dout is not None else torch.zeros_like(u)
         dlast = (dlast.to(u.dtype).contiguous() if dlast is not None
                  else u.new_zeros(batch, dim, A.shape[1]))
@@ -232,9 +247,10 @@ class SelectiveScanCPU(torch.autograd.Function):
         dh0 = torch.zeros_like(dlast)
         dA, dB, dC = (u.new_zeros(groups, *x.shape) for x in (A, Bm, Cm))
         dD = u.new_zeros(groups, dim)
-        _selective_bwd(*(_np(x) for x in ctx.ins), ctx.z is not None, ctx.b_var, ctx.c_var,
-                       ctx.ckpt.numpy(), _np(dout), _np(dlast),
-                       *(x.numpy() for x in (du, ddt, dgate, dh0, dA, dB, dC, dD)))
+        with _dynamic_schedule(groups):
+            _selective_bwd(*(_np(x) for x in ctx.ins), ctx.z is not None, ctx.b_var,
+                           ctx.c_var, ctx.ckpt.numpy(), _np(dout), _np(dlast),
+                           *(x.numpy() for x in (du, ddt, dgate, dh0, dA, dB, dC, dD)))
         ddelta = ddt * torch.sigmoid(ctx.raw) if ctx.softplus else ddt                # (B D L)
         dz = None
         if ctx.z is not None:
@@ -300,7 +316,8 @@ class LinearScanCPU(torch.autograd.Function):
     def forward(ctx, a, b, h0):
         a_np, b_np, h0_np = _np(a), _np(b), _np(h0)
         out = torch.empty(b.shape, dtype=b.dtype)                                # (B L F)
-        _linear_fwd(a_np, b_np, h0_np, out.numpy())
+        with _dynamic_schedule(a.shape[0] * -(-a.shape[2] // 64)):
+            _linear_fwd(a_np, b_np, h0_np, out.numpy())
         ctx.save_for_backward(a, h0, out)
         return out
 
@@ -308,8 +325,9 @@ class LinearScanCPU(torch.autograd.Function):
     def backward(ctx, gout):
         a, h0, out = ctx.saved_tensors
         da, db, dh0 = torch.empty_like(a), torch.empty_like(a), torch.empty_like(h0)
-        _linear_bwd(_np(a), _np(h0), _np(out), _np(gout.to(a.dtype)), da.numpy(), db.numpy(),
-                    dh0.numpy())
+        with _dynamic_schedule(a.shape[0] * -(-a.shape[2] // 64)):
+            _linear_bwd(_np(a), _np(h0), _np(out), _np(gout.to(a.dtype)), da.numpy(),
+                        db.numpy(), dh0.numpy())
         return da, db, dh0
 
 
