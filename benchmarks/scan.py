@@ -7,8 +7,9 @@ Every (shape, implementation, mode) runs in a fresh subprocess with 2 torch and 
 threads: inputs are built, a tiny call warms up (numba compilation is cached), then the first
 timed call also measures peak memory as the rise of the process's peak RSS (VmHWM, reset
 through /proc/self/clear_refs) over its RSS before the call. RSS sees every allocation, torch's
-included (tracemalloc would not), and a fresh process keeps allocator caches of earlier runs out
-of the figure. Times are medians over the repeats. mambapy's selective scan is built the way
+included (tracemalloc would not); a fresh process and a fixed glibc mmap threshold keep
+allocator caches out of the figure. Times are medians over the repeats, wall clock and process
+CPU time (all threads; less sensitive to other jobs on a shared machine). mambapy's selective scan is built the way
 its Mamba block builds it (``seqprob.kernels.peers``): deltaA = exp(delta A), BX = delta B x,
 hs = pscan(deltaA, BX), y = hs @ C + D x, on inputs in its (batch, length, dim) layout. The sequential reference
 forward+backward takes minutes: it runs once at the first shape, and at the second shape on
@@ -61,7 +62,7 @@ def _seqprob_fn(kw, backend):
     from seqprob.core.scan import selective_scan
     def run(u, delta, A, B, C, D):
         return selective_scan(u, delta, A, B, C, D, backend=backend)
-    return run, {k: v.clone() for k, v in kw.items()}
+    return run, kw
 
 
 def _make(impl, kw):
@@ -108,14 +109,15 @@ def worker(impl, mode, shape, repeats):
     run, leaves = _make(impl, _inputs(1, 64, 8, shape[3], seed=1))
     _call(run, leaves, backward)                                           # warm-up
     run, leaves = _make(impl, _inputs(*shape))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     peak = _peak_rise_mb(lambda: _call(run, leaves, backward))
-    times = [time.perf_counter() - start]
+    times, cpu_times = [time.perf_counter() - start], [time.process_time() - cpu_start]
     while len(times) < repeats and sum(times) < 60:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         _call(run, leaves, backward)
         times.append(time.perf_counter() - start)
-    print(json.dumps({"times": times, "peak_mb": peak}))
+        cpu_times.append(time.process_time() - cpu_start)
+    print(json.dumps({"times": times, "cpu_times": cpu_times, "peak_mb": peak}))
 
 
 def check(shape):
@@ -145,8 +147,11 @@ def check(shape):
 
 
 def _sub(*args):
+    # A fixed mmap threshold makes every large block an mmap that free() returns to the OS, so
+    # RSS follows live memory (glibc's adaptive threshold would keep freed blocks resident).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "262144"}
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                         check=False)
+                         check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -190,7 +195,8 @@ def main(argv=None):
         res = _sub("--worker", impl, mode, json.dumps(run_shape), str(repeats))
         scale = shape[1] / run_shape[1]
         results[shape, impl, mode] = (statistics.median(res["times"]) * scale,
-                                      res["peak_mb"] * scale, len(res["times"]), scale != 1)
+                                      res["peak_mb"] * scale, len(res["times"]), scale != 1,
+                                      statistics.median(res["cpu_times"]) * scale)
     check_res = _sub("--check", json.dumps(SHAPES[0]))
     _report(results, check_res, args.quick)
     return 0
@@ -205,22 +211,26 @@ def _report(results, check_res, quick):
             cells = [f"B={shape[0]} L={shape[1]} D={shape[2]} N={shape[3]}", impl]
             for mode in ("fwd", "fwd+bwd"):
                 if (shape, impl, mode) not in results:
-                    cells += ["skipped", "", ""]
+                    cells += ["skipped", "", "", ""]
                     continue
-                sec, mb, runs, scaled = results[shape, impl, mode]
-                mark = " (extrapolated)" if scaled else ""
-                cells += [f"{sec * 1e3:,.1f} ms{mark}", f"{mb:,.0f} MB{mark}", str(runs)]
+                sec, mb, runs, scaled, cpu = results[shape, impl, mode]
+                mark = "*" if scaled else ""
+                cells += [f"{sec * 1e3:,.1f}{mark}", f"{cpu * 1e3:,.1f}{mark}",
+                          f"{mb:,.0f}{mark}", str(runs)]
             rows.append(cells)
-    print(format_table(["shape", "implementation", "forward", "peak mem", "runs",
-                        "fwd+bwd", "peak mem", "runs"], rows))
+    print(format_table(["shape", "implementation", "fwd ms", "fwd CPU ms", "fwd MB", "runs",
+                        "fwd+bwd ms", "fwd+bwd CPU ms", "fwd+bwd MB", "runs"], rows))
+    print("ms: wall-clock median; CPU ms: process CPU time (all threads) median; MB: peak RSS "
+          "rise; * extrapolated by length from L=512")
     print()
     for shape in shapes:
         ratios = []
         for mode, target in (("fwd", 20), ("fwd+bwd", 30)):
-            (t_ours, m_ours, *_), (t_peer, m_peer, *_) = (results[shape, impl, mode] for impl
-                                                          in ("seqprob cpu", "mambapy pscan"))
-            ratios.append(f"{mode} {t_peer / t_ours:.1f}x faster (target {target}x), peak "
-                          f"memory 1/{m_peer / max(m_ours, 1e-3):.0f} (target 1/4)")
+            ours, peer = (results[shape, impl, mode] for impl in ("seqprob cpu",
+                                                                  "mambapy pscan"))
+            ratios.append(f"{mode} {peer[0] / ours[0]:.1f}x faster (target {target}x; CPU time "
+                          f"{peer[4] / ours[4]:.1f}x), peak memory 1/{peer[1] / max(ours[1], 1):.0f}"
+                          " (target 1/4)")
         print(f"B={shape[0]} L={shape[1]}, seqprob cpu vs mambapy pscan: " + "; ".join(ratios))
     print()
     print("Correctness at the first shape (max |difference| / max |value|): " +

@@ -243,8 +243,8 @@ class SelectiveScanCPU(torch.autograd.Function):
         dout = dout.to(u.dtype).contiguous() if dout is not None else torch.zeros_like(u)
         dlast = (dlast.to(u.dtype).contiguous() if dlast is not None
                  else u.new_zeros(batch, dim, A.shape[1]))
-        du, ddt, dgate = torch.zeros_like(u), torch.zeros_like(u), torch.zeros_like(ctx.ins[6])
-        dh0 = torch.zeros_like(dlast)
+        du, ddt, dgate = torch.empty_like(u), torch.empty_like(u), torch.empty_like(ctx.ins[6])
+        dh0 = torch.empty_like(dlast)                          # the kernel writes every entry
         dA, dB, dC = (u.new_zeros(groups, *x.shape) for x in (A, Bm, Cm))
         dD = u.new_zeros(groups, dim)
         with _dynamic_schedule(groups):
