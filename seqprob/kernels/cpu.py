@@ -279,16 +279,16 @@ def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 @njit(parallel=True, **_JIT)
 def _linear_fwd(a, b, h0, out):
-    """h_t = a_t h_{t-1} + b_t over axis 1 of (batch, L, F); blocks of F run in parallel."""
+    """h_t = a_t h_{t-1} + b_t over axis 1 of (batch, L, F); blocks of 64 features in parallel."""
     nbatch, length, nfeat = a.shape
     nblock = (nfeat + 63) // 64
     for p in prange(nbatch * nblock):
         i, f0 = p // nblock, (p % nblock) * 64
-        f1 = min(nfeat, f0 + 64)
-        h = h0[i, f0:f1].copy()
+        h = h0[i, f0:min(nfeat, f0 + 64)].copy()
         for t in range(length):
-            h = a[i, t, f0:f1] * h + b[i, t, f0:f1]
-            out[i, t, f0:f1] = h
+            for f in range(h.shape[0]):
+                h[f] = a[i, t, f0 + f] * h[f] + b[i, t, f0 + f]
+                out[i, t, f0 + f] = h[f]
 
 
 @njit(parallel=True, **_JIT)
@@ -298,15 +298,15 @@ def _linear_bwd(a, h0, out, gout, da, db, dh0):
     nblock = (nfeat + 63) // 64
     for p in prange(nbatch * nblock):
         i, f0 = p // nblock, (p % nblock) * 64
-        f1 = min(nfeat, f0 + 64)
-        lam = np.zeros(f1 - f0, dtype=a.dtype)
+        lam = np.zeros(min(nfeat, f0 + 64) - f0, dtype=a.dtype)
         for t in range(length - 1, -1, -1):
-            lam = lam + gout[i, t, f0:f1]
-            db[i, t, f0:f1] = lam
-            prev = out[i, t - 1, f0:f1] if t > 0 else h0[i, f0:f1]
-            da[i, t, f0:f1] = lam * np.conj(prev)
-            lam = lam * np.conj(a[i, t, f0:f1])
-        dh0[i, f0:f1] = lam
+            for f in range(lam.shape[0]):
+                lam[f] += gout[i, t, f0 + f]
+                db[i, t, f0 + f] = lam[f]
+                prev = out[i, t - 1, f0 + f] if t > 0 else h0[i, f0 + f]
+                da[i, t, f0 + f] = lam[f] * np.conj(prev)
+                lam[f] *= np.conj(a[i, t, f0 + f])
+        dh0[i, f0:f0 + lam.shape[0]] = lam
 
 
 class LinearScanCPU(torch.autograd.Function):
@@ -324,7 +324,8 @@ class LinearScanCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gout):
         a, h0, out = ctx.saved_tensors
-        da, db, dh0 = torch.empty_like(a), torch.empty_like(a), torch.empty_like(h0)
+        da, db = (torch.empty(a.shape, dtype=a.dtype) for _ in range(2))          # (B L F)
+        dh0 = torch.empty(h0.shape, dtype=h0.dtype)
         with _dynamic_schedule(a.shape[0] * -(-a.shape[2] // 64)):
             _linear_bwd(_np(a), _np(h0), _np(out), _np(gout.to(a.dtype)), da.numpy(),
                         db.numpy(), dh0.numpy())
