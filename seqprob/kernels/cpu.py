@@ -100,11 +100,11 @@ def _selective_fwd(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, b_var, c_var, out, 
                 ckpt[b, d, t // CHUNK] = x
             ut, dtt = u[b, d, t], dt[b, d, t]
             du = dtt * ut
-            brow, crow = Bm[bi, t * bs], Cm[ci, t * cs]
+            tb, tc = t * bs, t * cs
             y = Dv[d] * ut
             for n in range(nstate):
-                x[n] = _exp(dtt * a[n]) * x[n] + du * brow[n]
-                y += x[n] * crow[n]
+                x[n] = _exp(dtt * a[n]) * x[n] + du * Bm[bi, tb, n]
+                y += x[n] * Cm[ci, tc, n]
             out[b, d, t] = y * gate[b, d, t] if has_gate else y
         last[b, d] = x
 
@@ -117,11 +117,11 @@ def _recompute_chunk(b, d, t0, t1, u, dt, a, Bm, bi, bs, xs, das):
         j = t - t0
         dtt = dt[b, d, t]
         du = dtt * u[b, d, t]
-        brow = Bm[bi, t * bs]
+        tb = t * bs
         for n in range(a.shape[0]):
             e = _exp(dtt * a[n])
             das[j, n] = e
-            xs[j + 1, n] = e * xs[j, n] + du * brow[n]
+            xs[j + 1, n] = e * xs[j, n] + du * Bm[bi, tb, n]
 
 
 @njit(parallel=True, **_JIT)
@@ -153,26 +153,27 @@ def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dou
                 for t in range(t1 - 1, t0 - 1, -1):
                     j = t - t0
                     ut, dtt = u[b, d, t], dt[b, d, t]
-                    brow, crow = Bm[bi, t * bs], Cm[ci, t * cs]
+                    tb, tc = t * bs, t * cs
                     gy = dout[b, d, t]
                     if has_gate:
                         ypre = Dv[d] * ut
                         for n in range(nstate):
-                            ypre += crow[n] * xs[j + 1, n]
+                            ypre += Cm[ci, tc, n] * xs[j + 1, n]
                         dgate[b, d, t] = gy * ypre
                         gy *= gate[b, d, t]
                     dD_acc += gy * ut
                     du_t = gy * Dv[d]
                     ddt_t = _like(0.0, ut)
-                    dcrow, dbrow = dC_p[g, ci, t * cs], dB_p[g, bi, t * bs]
+                    dtu = dtt * ut
                     for n in range(nstate):
-                        lam_n = lam[n] + gy * crow[n]
-                        dcrow[n] += gy * xs[j + 1, n]
+                        bn = Bm[bi, tb, n]
+                        lam_n = lam[n] + gy * Cm[ci, tc, n]
+                        dC_p[g, ci, tc, n] += gy * xs[j + 1, n]
                         gexp = lam_n * xs[j, n] * das[j, n]
-                        ddt_t += gexp * a[n] + lam_n * brow[n] * ut
+                        ddt_t += gexp * a[n] + lam_n * bn * ut
                         dA_row[n] += gexp * dtt
-                        dbrow[n] += lam_n * dtt * ut
-                        du_t += lam_n * dtt * brow[n]
+                        dB_p[g, bi, tb, n] += lam_n * dtu
+                        du_t += lam_n * dtt * bn
                         lam[n] = lam_n * das[j, n]
                     du[b, d, t] = du_t
                     ddt[b, d, t] = ddt_t
