@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from seqprob.cli import main
-from seqprob.lm import KNOWN_MODELS, generate, load, tiny_lm
-from seqprob.lm import loading
+from seqprob.lm import KNOWN_MODELS, generate, load, loading, tiny_lm
 
 
 @pytest.fixture(scope="module")
