@@ -5,9 +5,12 @@
 
 Both decode greedily from the same left-padded prompts for exactly ``--new-tokens`` tokens (EOS
 forbidden on both sides by ``min_new_tokens = max_new_tokens``) and must produce the same
-tokens, which the run checks. Runs alternate between the two so that
+tokens, which the run checks. Runs alternate between the two (and which goes first) so that
 load from other jobs on a shared machine hits both alike; each figure is the median over
-``--runs`` of new tokens per second (prefill included) after one warm-up call each.
+``--runs`` of new tokens per second (prefill included) after one warm-up call each, by wall
+clock and by the process's CPU time. One torch thread by default: the loop's per-step Python
+overhead shows most there, and CPU time is steadiest on a loaded machine (with several
+threads it would also count their spin-waiting).
 """
 
 from __future__ import annotations
@@ -30,14 +33,15 @@ PROMPTS = [
 ]
 
 
-def _time(fn) -> float:
-    start = time.perf_counter()
+def _time(fn) -> tuple[float, float]:
+    """(wall-clock, process CPU) seconds of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bench(lm, batch: int, new_tokens: int, runs: int) -> tuple[float, float]:
-    """Median new tokens per second: (seqprob, transformers)."""
+def bench(lm, batch: int, new_tokens: int, runs: int) -> dict[str, tuple[float, float]]:
+    """Median new tokens per second, by wall clock and by process CPU time, of each side."""
     import torch
 
     from seqprob.lm import generate
@@ -59,12 +63,15 @@ def bench(lm, batch: int, new_tokens: int, runs: int) -> tuple[float, float]:
 
     if not torch.equal(ours(), theirs()):
         raise AssertionError("seqprob and transformers decoded different tokens")
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
-    for _ in range(runs):
-        times["ours"].append(_time(ours))
-        times["theirs"].append(_time(theirs))
+    sides = {"seqprob": ours, "transformers": theirs}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
+    for run in range(runs):
+        order = list(sides) if run % 2 == 0 else list(sides)[::-1]
+        for name in order:
+            times[name].append(_time(sides[name]))
     total = batch * new_tokens
-    return total / statistics.median(times["ours"]), total / statistics.median(times["theirs"])
+    return {name: (total / statistics.median(w for w, _ in ts),
+                   total / statistics.median(c for _, c in ts)) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -72,7 +79,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
 
     import torch
@@ -88,10 +95,13 @@ def main() -> None:
           f"{args.threads} threads, {platform.machine()}")
     rows = []
     for batch in args.batches:
-        ours, theirs = bench(lm, batch, args.new_tokens, args.runs)
-        rows.append((batch, f"{ours:.1f}", f"{theirs:.1f}", f"{ours / theirs:.2f}"))
-    print(format_table(["batch", "seqprob tok/s", "transformers tok/s", "ratio"], rows))
-
+        r = bench(lm, batch, args.new_tokens, args.runs)
+        (ours_wall, ours_cpu), (hf_wall, hf_cpu) = r["seqprob"], r["transformers"]
+        rows.append((batch, f"{ours_wall:.1f}", f"{hf_wall:.1f}", f"{ours_wall / hf_wall:.2f}",
+                     f"{ours_cpu:.1f}", f"{hf_cpu:.1f}", f"{ours_cpu / hf_cpu:.2f}"))
+        print(f"batch {batch} done", file=sys.stderr, flush=True)
+    print(format_table(["batch", "seqprob tok/s", "transformers tok/s", "ratio",
+                        "seqprob tok/CPU-s", "transformers tok/CPU-s", "ratio (CPU)"], rows))
 
 if __name__ == "__main__":
     main()

@@ -149,7 +149,7 @@ class Scorer:
             lp = torch.log_softmax(lp.index_fill(1, self._eos, float("-inf")), dim=-1)
         for processor, state in zip(self.processors, self.states, strict=True):
             lp = torch.log_softmax(processor.process(lp, state), dim=-1)
-        if self.processors or step < self.options.min_new_tokens:
+        if self.processors:
             dead = torch.isnan(lp).all(-1)
             if bool(dead.any()):
                 rows = dead.nonzero()[:, 0].tolist()
