@@ -41,7 +41,7 @@ def test_logits_and_hidden_equal_the_wrapped_model(lm):
 
 
 @torch.no_grad()
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(lengths=st.lists(st.integers(1, 7), min_size=2, max_size=4),
        new=st.lists(st.integers(3, 258), min_size=1, max_size=3))
 def test_left_padded_rows_equal_each_row_alone(lengths, new):

@@ -187,7 +187,7 @@ def test_banned_sequences_through_beam_search_follow_the_beams():
 
 def test_banned_bigrams_never_appear_when_sampling_hot():
     processor = BannedSequences([[5, 6], [7]])
-    prompts = [[1, 5]] * 64
+    prompts = [[1, 5]] * 32
     out = generate(LLAMA, prompts, 12, do_sample=True, temperature=50.0, random_state=0,
                    eos_token_id=(), logits_processors=[processor])
     seqs = torch.cat([torch.tensor(prompts), out.token_ids], 1)
