@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import statistics
 import time
 
 import torch
@@ -33,7 +34,8 @@ def scan_tour(quiet: bool) -> None:
     A = -torch.rand(dim, n, generator=g)
     B = torch.randn(batch, n, length, generator=g)
     C = torch.randn(batch, n, length, generator=g)
-    print(f"Selective scan, forward, fp32, batch={batch} dim={dim} length={length} N={n}")
+    print(f"Selective scan, forward, fp32, batch={batch} dim={dim} length={length} N={n} "
+          "(median of 3 runs)")
     runners = {name: functools.partial(scan.selective_scan, u, delta, A, B, C, backend=name)
                for name, ok, _ in scan.backend_status() if ok and name in scan.BACKENDS}
     mambapy = _mambapy_runner(u, delta, A, B, C)
@@ -43,10 +45,13 @@ def scan_tour(quiet: bool) -> None:
     with torch.no_grad():
         for name, run in tqdm(runners.items(), desc="scan backends", disable=quiet,
                               leave=False):
-            run()  # warm-up (compilation)
-            start = time.perf_counter()
-            outputs[name] = run()
-            seconds[name] = time.perf_counter() - start
+            outputs[name] = run()  # warm-up (compilation)
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - start)
+            seconds[name] = statistics.median(times)
     rows = [(name, f"{seconds[name] * 1e3:.1f} ms",
              f"{seconds['reference'] / seconds[name]:.1f}x",
              f"{(outputs[name] - outputs['reference']).abs().max().item():.1e}")
