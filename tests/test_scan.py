@@ -1,22 +1,15 @@
 """selective_scan / linear_scan: every backend against the sequential reference (the oracle).
 
-Without a GPU, Triton runs in its CPU interpreter. Triton reads TRITON_INTERPRET when it is
-imported and when kernels are defined, so the variable is set here, at collection, before any
-test imports Triton (the kernel module is imported lazily, on the first triton call).
+Without a GPU, Triton runs in its CPU interpreter (TRITON_INTERPRET=1, set in conftest.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
