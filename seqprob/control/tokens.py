@@ -1,0 +1,190 @@
+"""Compile a byte-level DFA into a DFA over a language model's tokens, with token classes.
+
+Every token id gets its exact UTF-8 bytes from the tokenizer (byte-level BPE as in GPT-2 and
+Llama 3 / SmolLM2, ``Ġword``; SentencePiece with ``▁word`` and ``<0xAB>`` byte fallback; other
+tokenizers through ``decode``), so tokens that span word boundaries, carry a leading space or
+are fragments of words are handled by running the byte DFA over them. Tokens whose columns of
+the resulting transition table are identical share a class: the token DFA is a DFA over
+classes plus a map ``token_class`` ``(vocab,)``, and masks are ``(classes x vocab)``.
+
+End of sequence: the EOS token moves every state to a terminal state, accepting exactly when
+the text so far is accepted (and absorbing: tokens after EOS are not part of the text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from seqprob.control.dfa import DFA
+from seqprob.control.words import ByteDFA
+from seqprob.core.validation import check_int, describe
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TokenDFA:
+    """A DFA over token classes: ``dfa`` ``(n_states, n_classes)``, ``token_class``
+    ``(vocab,)``; ``eos_token_id`` is ``None`` when the EOS token is not modelled."""
+
+    dfa: DFA
+    token_class: np.ndarray
+    eos_token_id: int | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.token_class.shape[0]
+
+    @property
+    def n_classes(self) -> int:
+        return self.dfa.n_symbols
+
+    def run_tokens(self, token_ids: Sequence[int], state: int | None = None) -> int:
+        return self.dfa.run(self.token_class[np.asarray(token_ids, dtype=np.int64)].tolist(),
+                            state)
+
+    def accepts_tokens(self, token_ids: Sequence[int]) -> bool:
+        return bool(self.dfa.accepting[self.run_tokens(token_ids)])
+
+    def token_transitions(self) -> np.ndarray:
+        """``(n_states, vocab)``: the successor of every state under every token."""
+        return self.dfa.transitions[:, self.token_class]
+
+
+def _bytes_to_unicode() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the printable character standing for each byte."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+@lru_cache(maxsize=1)
+def _byte_alphabet() -> dict[str, int]:
+    return _bytes_to_unicode()
+
+
+def token_bytes(tokenizer: Any, vocab_size: int | None = None) -> list[bytes]:
+    """The UTF-8 bytes each token id contributes to decoded text (Hugging Face tokenizer).
+
+    Special tokens (EOS, BOS, chat markers, ...) and ids beyond the tokenizer (padding of the
+    model's vocabulary) contribute nothing, as in ``decode(..., skip_special_tokens=True)``."""
+    n = len(tokenizer)
+    vocab_size = n if vocab_size is None else check_int(vocab_size, "vocab_size", minimum=n)
+    ids = list(range(n))
+    pieces = tokenizer.convert_ids_to_tokens(ids)
+    decoder = _decoder_kind(tokenizer)
+    if decoder == "bytelevel":
+        alphabet = _byte_alphabet()
+        out = [bytes(alphabet[ch] for ch in piece) if all(ch in alphabet for ch in piece)
+               else piece.encode("utf-8") for piece in pieces]
+    elif decoder == "sentencepiece":
+        out = [_sentencepiece_bytes(piece) for piece in pieces]
+    else:
+        out = [tokenizer.decode([i]).encode("utf-8") for i in ids]
+    for i in set(getattr(tokenizer, "all_special_ids", [])):
+        out[i] = b""
+    for i in getattr(tokenizer, "added_tokens_decoder", {}):
+        if getattr(tokenizer.added_tokens_decoder[i], "special", False):
+            out[i] = b""
+    return out + [b""] * (vocab_size - n)
+
+
+def _decoder_kind(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or backend.decoder is None:
+        return "decode"
+    spec = json.loads(backend.to_str()).get("decoder") or {}
+    kinds = {spec.get("type")} | {d.get("type") for d in spec.get("decoders", [])}
+    if "ByteLevel" in kinds:
+        return "bytelevel"
+    if "ByteFallback" in kinds or "Metaspace" in kinds:
+        return "sentencepiece"
+    return "decode"
+
+
+def _sentencepiece_bytes(piece: str) -> bytes:
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        return bytes([int(piece[3:5], 16)])
+    return piece.replace("▁", " ").encode("utf-8")
+
+
+def compile_tokens(byte_dfa: ByteDFA, tokens: Sequence[bytes], *,
+                   eos_token_id: int | None = None, require_eos: bool = False) -> TokenDFA:
+    """The minimal token-level DFA of ``byte_dfa`` for a vocabulary whose token ``i`` spells
+    ``tokens[i]`` (see :func:`token_bytes`).
+
+    ``eos_token_id``: the token that ends the text (see the module docstring);
+    ``require_eos``: accept only texts that ended with it (within the budget)."""
+    if not isinstance(byte_dfa, ByteDFA):
+        raise TypeError(f"byte_dfa: expected a ByteDFA, got {describe(byte_dfa)}")
+    vocab = len(tokens)
+    if vocab == 0:
+        raise ValueError("tokens: expected a non-empty vocabulary, got none")
+    if eos_token_id is not None:
+        check_int(eos_token_id, "eos_token_id", minimum=0, maximum=vocab - 1)
+    elif require_eos:
+        raise ValueError("require_eos: needs eos_token_id, got None")
+    trans, acc = byte_dfa.dfa.transitions, byte_dfa.dfa.accepting
+    seqs, seq_of_token = _class_sequences(tokens, byte_dfa.byte_class, trans)
+    table = _run_all(trans, seqs)  # (Q, U): successor of every state under every sequence
+    if eos_token_id is not None:
+        table, acc, seq_of_token = _with_eos(table, acc, seq_of_token, eos_token_id, require_eos)
+    columns, seq_class = np.unique(table.T, axis=0, return_inverse=True)
+    dfa = DFA(np.ascontiguousarray(columns.T), acc, byte_dfa.dfa.start).minimize()
+    return TokenDFA(dfa, seq_class.reshape(-1)[seq_of_token], eos_token_id)
+
+
+def _class_sequences(tokens: Sequence[bytes], byte_class: np.ndarray, trans: np.ndarray
+                     ) -> tuple[list[tuple[int, ...]], np.ndarray]:
+    """Distinct byte-class sequences of the tokens (runs of an idempotent class, one whose
+    second application changes nothing, collapsed) and the sequence index of every token."""
+    idempotent = (trans[trans, np.arange(trans.shape[1])] == trans).all(axis=0)
+    index: dict[tuple[int, ...], int] = {}
+    seq_of_token = np.empty(len(tokens), dtype=np.int64)
+    for i, tok in enumerate(tokens):
+        seq: list[int] = []
+        for c in byte_class[np.frombuffer(tok, dtype=np.uint8)].tolist():
+            if not (seq and seq[-1] == c and idempotent[c]):
+                seq.append(c)
+        seq_of_token[i] = index.setdefault(tuple(seq), len(index))
+    return list(index), seq_of_token
+
+
+def _run_all(trans: np.ndarray, seqs: list[tuple[int, ...]]) -> np.ndarray:
+    """``(n_states, len(seqs))``: every state run over every sequence, one length at a time."""
+    n = trans.shape[0]
+    out = np.empty((n, len(seqs)), dtype=np.int64)
+    lengths = np.array([len(s) for s in seqs])
+    for length in np.unique(lengths):
+        cols = np.flatnonzero(lengths == length)
+        cur = np.broadcast_to(np.arange(n)[:, None], (n, cols.size))
+        if length:
+            arr = np.array([seqs[c] for c in cols])  # (U_L, L)
+            for j in range(length):
+                cur = trans[cur, arr[None, :, j]]
+        out[:, cols] = cur
+    return out
+
+
+def _with_eos(table: np.ndarray, acc: np.ndarray, seq_of_token: np.ndarray, eos: int,
+              require_eos: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Add the terminal states (accepted end, rejected end) and the EOS column."""
+    n, u = table.shape
+    end_acc, end_rej = n, n + 1
+    eos_col = np.where(acc, end_acc, end_rej)
+    body = np.concatenate([table, eos_col[:, None]], axis=1)  # (Q, U + 1)
+    ends = np.array([[end_acc] * (u + 1), [end_rej] * (u + 1)])
+    seq_of_token = seq_of_token.copy()
+    seq_of_token[eos] = u
+    accepting = np.concatenate([np.zeros(n, bool) if require_eos else acc, [True, False]])
+    return np.concatenate([body, ends]), accepting, seq_of_token
