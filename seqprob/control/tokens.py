@@ -1,9 +1,9 @@
 """Compile a byte-level DFA into a DFA over a language model's tokens, with token classes.
 
 Every token id gets its exact UTF-8 bytes from the tokenizer (byte-level BPE as in GPT-2 and
-Llama 3 / SmolLM2, ``Ġword``; SentencePiece with ``▁word`` and ``<0xAB>`` byte fallback; other
-tokenizers through ``decode``), so tokens that span word boundaries, carry a leading space or
-are fragments of words are handled by running the byte DFA over them. Tokens whose columns of
+Llama 3 / SmolLM2, ``Ġword``; SentencePiece with ``▁word`` and ``<0xAB>`` byte fallback), so
+tokens that span word boundaries, carry a leading space or are fragments of words are handled
+by running the byte DFA over them. Tokens whose columns of
 the resulting transition table are identical share a class: the token DFA is a DFA over
 classes plus a map ``token_class`` ``(vocab,)``, and masks are ``(classes x vocab)``.
 
@@ -90,7 +90,9 @@ def token_bytes(tokenizer: Any, vocab_size: int | None = None) -> list[bytes]:
     elif decoder == "sentencepiece":
         out = [_sentencepiece_bytes(piece) for piece in pieces]
     else:
-        out = [tokenizer.decode([i]).encode("utf-8") for i in ids]
+        raise ValueError("tokenizer: expected a fast Hugging Face tokenizer with a byte-level "
+                         "(GPT-2 style) or SentencePiece (Metaspace / byte fallback) decoder, "
+                         f"got {type(tokenizer).__name__} with decoder {decoder!r}")
     for i in set(getattr(tokenizer, "all_special_ids", [])):
         out[i] = b""
     for i in getattr(tokenizer, "added_tokens_decoder", {}):
@@ -99,17 +101,17 @@ def token_bytes(tokenizer: Any, vocab_size: int | None = None) -> list[bytes]:
     return out + [b""] * (vocab_size - n)
 
 
-def _decoder_kind(tokenizer: Any) -> str:
+def _decoder_kind(tokenizer: Any) -> str | None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None or backend.decoder is None:
-        return "decode"
+        return None
     spec = json.loads(backend.to_str()).get("decoder") or {}
-    kinds = {spec.get("type")} | {d.get("type") for d in spec.get("decoders", [])}
+    kinds = {spec.get("type")} | {d.get("type") for d in spec.get("decoders") or []}
     if "ByteLevel" in kinds:
         return "bytelevel"
     if "ByteFallback" in kinds or "Metaspace" in kinds:
         return "sentencepiece"
-    return "decode"
+    return str(spec.get("type"))
 
 
 def _sentencepiece_bytes(piece: str) -> bytes:
