@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from seqprob.control.dfa import DFA
+from seqprob.control.dfa import DFA, product
 from seqprob.control.words import ByteDFA
 from seqprob.core.validation import check_int, describe
 
@@ -49,6 +49,31 @@ class TokenDFA:
 
     def accepts_tokens(self, token_ids: Sequence[int]) -> bool:
         return bool(self.dfa.accepting[self.run_tokens(token_ids)])
+
+    def __and__(self, other: TokenDFA) -> TokenDFA:
+        return self._combine(other, np.logical_and)
+
+    def __or__(self, other: TokenDFA) -> TokenDFA:
+        return self._combine(other, np.logical_or)
+
+    def __invert__(self) -> TokenDFA:
+        return TokenDFA(~self.dfa, self.token_class, self.eos_token_id)
+
+    def _combine(self, other: TokenDFA, combine: Callable[..., np.ndarray]) -> TokenDFA:
+        """Product over joint classes: tokens in the same class of both automata share one."""
+        if not isinstance(other, TokenDFA):
+            raise TypeError(f"other: expected a TokenDFA, got {describe(other)}")
+        if (other.vocab_size, other.eos_token_id) != (self.vocab_size, self.eos_token_id):
+            raise ValueError("other: expected a TokenDFA for the same vocabulary and EOS token, "
+                             f"got vocab {other.vocab_size} and EOS {other.eos_token_id} "
+                             f"(ours: {self.vocab_size} and {self.eos_token_id})")
+        pairs = self.token_class * other.n_classes + other.token_class
+        joint, token_class = np.unique(pairs, return_inverse=True)
+        a = DFA(self.dfa.transitions[:, joint // other.n_classes], self.dfa.accepting,
+                self.dfa.start)
+        b = DFA(other.dfa.transitions[:, joint % other.n_classes], other.dfa.accepting,
+                other.dfa.start)
+        return TokenDFA(product(a, b, combine), token_class.reshape(-1), self.eos_token_id)
 
     def token_transitions(self) -> np.ndarray:
         """``(n_states, vocab)``: the successor of every state under every token."""
@@ -141,9 +166,18 @@ def compile_tokens(byte_dfa: ByteDFA, tokens: Sequence[bytes], *,
     table = _run_all(trans, seqs)  # (Q, U): successor of every state under every sequence
     if eos_token_id is not None:
         table, acc, seq_of_token = _with_eos(table, acc, seq_of_token, eos_token_id, require_eos)
-    columns, seq_class = np.unique(table.T, axis=0, return_inverse=True)
-    dfa = DFA(np.ascontiguousarray(columns.T), acc, byte_dfa.dfa.start).minimize()
-    return TokenDFA(dfa, seq_class.reshape(-1)[seq_of_token], eos_token_id)
+    columns, seq_class = _unique_columns(table)
+    dfa = DFA(columns, acc, byte_dfa.dfa.start).minimize()
+    return TokenDFA(dfa, seq_class[seq_of_token], eos_token_id)
+
+
+def _unique_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct columns of ``table`` ``(Q, U)`` as ``(Q, C)`` and the index ``(U,)`` of
+    each column among them (rows hashed as bytes: one sort instead of a lexicographic one)."""
+    rows = np.ascontiguousarray(table.T)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).reshape(-1)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return np.ascontiguousarray(rows[first].T), inverse.reshape(-1)
 
 
 def _class_sequences(tokens: Sequence[bytes], byte_class: np.ndarray, trans: np.ndarray
@@ -185,7 +219,7 @@ def _with_eos(table: np.ndarray, acc: np.ndarray, seq_of_token: np.ndarray, eos:
     end_acc, end_rej = n, n + 1
     eos_col = np.where(acc, end_acc, end_rej)
     body = np.concatenate([table, eos_col[:, None]], axis=1)  # (Q, U + 1)
-    ends = np.array([[end_acc] * (u + 1), [end_rej] * (u + 1)])
+    ends = np.repeat(np.array([[end_acc], [end_rej]]), u + 1, axis=1)
     seq_of_token = seq_of_token.copy()
     seq_of_token[eos] = u
     accepting = np.concatenate([np.zeros(n, bool) if require_eos else acc, [True, False]])
