@@ -10,43 +10,13 @@ from hypothesis import strategies as st
 
 from seqprob.control.tokens import compile_tokens, token_bytes
 from seqprob.control.words import contains, keyword, ordered, to_bytes, word_count
-
-CORPUS = ["The dog threw a frisbee to the boy.", "Dogs are throwing balls, a cat watched.",
-          "ice cream in the café — thrown away!", "He throws; she caught it. THE DOG'S toy",
-          "walking on the sidewalk in jeans and a shirt"] * 20
+from tests.control_helpers import byte_level_tokenizer, sentencepiece_tokenizer
 
 CONSTRAINTS = {
     "keywords": keyword("throw") & keyword("dog"),
     "phrase_or_count": contains("ice cream") | word_count(0, 3),
     "ordered_banned": ordered("dog", ("threw", "throws")) & ~contains("cat"),
 }
-
-
-def byte_level_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>",
-                                   clean_up_tokenization_spaces=False)
-
-
-def sentencepiece_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    trainer = trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"])
-    tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>",
-                                   clean_up_tokenization_spaces=False)
 
 
 TOKENIZERS = {"bytelevel": byte_level_tokenizer(), "sentencepiece": sentencepiece_tokenizer()}
