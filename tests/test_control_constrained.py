@@ -58,7 +58,7 @@ def test_conditional_equals_brute_force_enumeration(word_dfa):
             for x in prefix:
                 state = proc.advance(state, torch.tensor([x]))
             got = proc.log_conditional(state)[0].exp()
-            want = torch.tensor([brute(prefix + (x,)) for x in range(v)], dtype=got.dtype)
+            want = torch.tensor([brute((*prefix, x)) for x in range(v)], dtype=got.dtype)
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
             assert bool((got <= 1).all())
             # The conditional is a martingale: averaging over the HMM's next token gives

@@ -6,7 +6,8 @@ the HMM. With ``n`` tokens still to generate (this one included), a DFA in state
 ``gamma`` ``(K,)`` the HMM's distribution of the hidden state that emits the next token given
 the prefix,
 
-    P_hmm(alpha | x_<t, v) = sum_z gamma(z) B[z, v] G_{n-1}(delta(q, v), z) / sum_z gamma(z) B[z, v],
+    P_hmm(alpha | x_<t, v) = sum_z gamma(z) B[z, v] G_{n-1}(delta(q, v), z)
+                             / sum_z gamma(z) B[z, v],
 
 with ``B`` the emission matrix ``(K, V)`` and ``G_r(q, z)`` the probability that the DFA, now in
 state ``q``, accepts after ``r`` more HMM tokens, given the hidden state ``z`` that emitted the
