@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from seqprob.control.constrained import (
-    ConstraintProcessor,
-    backward_table,
-    hmm_predict,
-    hmm_tables,
-)
+from seqprob.control.constrained import ConstraintProcessor, backward_table
+from seqprob.control.hmm_tables import hmm_predict, hmm_tables
 from seqprob.control.tokens import compile_tokens, token_bytes
 from seqprob.control.words import banned, contains, keyword, to_bytes, word_count, words_of
 from tests.control_helpers import byte_level_tokenizer, random_hmm_logits
