@@ -98,12 +98,15 @@ def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int) -> B
     scale = torch.where(acc, 0.0, float("-inf")).to(dtype)  # (Q,)
     values, scales, start = [g], [scale], [scale[token_dfa.dfa.start]]
     start_q = token_dfa.dfa.start
+    edge_buf = torch.empty_like(weights)  # (E, K)
     for r in range(1, max_tokens + 1):
         top = torch.full((n_dfa,), float("-inf"), dtype=dtype, device=device)
         top.scatter_reduce_(0, src, scale[dst], reduce="amax")  # (Q,) largest successor scale
         shift = torch.nan_to_num(scale[dst] - top[src], nan=float("-inf")).exp()  # (E,)
+        torch.index_select(g, 0, dst, out=edge_buf)  # in place: one (E, K) buffer for all r
+        edge_buf.mul_(weights).mul_(shift[:, None])
         f = torch.zeros(n_dfa, k, dtype=dtype, device=device)
-        f.index_add_(0, src, weights * g[dst] * shift[:, None])  # F_r / exp(top) (Q, K)
+        f.index_add_(0, src, edge_buf)  # F_r / exp(top) (Q, K)
         start.append(torch.log(tables.initial @ f[start_q]) + top[start_q])
         if r == max_tokens:
             break
