@@ -162,8 +162,8 @@ def compile_tokens(byte_dfa: ByteDFA, tokens: Sequence[bytes], *,
     elif require_eos:
         raise ValueError("require_eos: needs eos_token_id, got None")
     trans, acc = byte_dfa.dfa.transitions, byte_dfa.dfa.accepting
-    seqs, seq_of_token = _class_sequences(tokens, byte_dfa.byte_class, trans)
-    table = _run_all(trans, seqs)  # (Q, U): successor of every state under every sequence
+    seqs, lengths, seq_of_token = _class_sequences(tokens, byte_dfa.byte_class, trans)
+    table = _run_all(trans, seqs, lengths)  # (Q, U): successor of every state and sequence
     if eos_token_id is not None:
         table, acc, seq_of_token = _with_eos(table, acc, seq_of_token, eos_token_id, require_eos)
     columns, seq_class = _unique_columns(table)
@@ -181,33 +181,37 @@ def _unique_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _class_sequences(tokens: Sequence[bytes], byte_class: np.ndarray, trans: np.ndarray
-                     ) -> tuple[list[tuple[int, ...]], np.ndarray]:
-    """Distinct byte-class sequences of the tokens (runs of an idempotent class, one whose
-    second application changes nothing, collapsed) and the sequence index of every token."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct byte-class sequences of the tokens, with runs of an idempotent class (one
+    whose second application changes nothing) collapsed: ``seqs`` ``(U, L)`` padded with -1,
+    their ``lengths`` ``(U,)``, and the sequence index of every token ``(V,)``."""
     idempotent = (trans[trans, np.arange(trans.shape[1])] == trans).all(axis=0)
-    index: dict[tuple[int, ...], int] = {}
-    seq_of_token = np.empty(len(tokens), dtype=np.int64)
-    for i, tok in enumerate(tokens):
-        seq: list[int] = []
-        for c in byte_class[np.frombuffer(tok, dtype=np.uint8)].tolist():
-            if not (seq and seq[-1] == c and idempotent[c]):
-                seq.append(c)
-        seq_of_token[i] = index.setdefault(tuple(seq), len(index))
-    return list(index), seq_of_token
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    cls = byte_class[np.frombuffer(b"".join(tokens), dtype=np.uint8)]  # (total,)
+    owner = np.repeat(np.arange(len(tokens)), lengths)
+    repeat = np.zeros(cls.size, dtype=bool)
+    repeat[1:] = (cls[1:] == cls[:-1]) & (owner[1:] == owner[:-1]) & idempotent[cls[1:]]
+    cls, owner = cls[~repeat], owner[~repeat]
+    kept = np.bincount(owner, minlength=len(tokens))  # (V,)
+    width = max(int(kept.max(initial=0)), 1)
+    padded = np.full((len(tokens), width), -1, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(kept)[:-1]])
+    padded[owner, np.arange(cls.size) - starts[owner]] = cls
+    keys = padded.view(np.dtype((np.void, 8 * width))).reshape(-1)
+    _, first, seq_of_token = np.unique(keys, return_index=True, return_inverse=True)
+    return padded[first], kept[first], seq_of_token.reshape(-1)
 
 
-def _run_all(trans: np.ndarray, seqs: list[tuple[int, ...]]) -> np.ndarray:
-    """``(n_states, len(seqs))``: every state run over every sequence, one length at a time."""
+def _run_all(trans: np.ndarray, seqs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``(n_states, U)``: every state run over every sequence ``seqs`` ``(U, L)`` (valid up to
+    ``lengths``), one length at a time."""
     n = trans.shape[0]
-    out = np.empty((n, len(seqs)), dtype=np.int64)
-    lengths = np.array([len(s) for s in seqs])
+    out = np.empty((n, seqs.shape[0]), dtype=np.int64)
     for length in np.unique(lengths):
         cols = np.flatnonzero(lengths == length)
         cur = np.broadcast_to(np.arange(n)[:, None], (n, cols.size))
-        if length:
-            arr = np.array([seqs[c] for c in cols])  # (U_L, L)
-            for j in range(length):
-                cur = trans[cur, arr[None, :, j]]
+        for j in range(length):
+            cur = trans[cur, seqs[None, cols, j]]
         out[:, cols] = cur
     return out
 
