@@ -26,6 +26,23 @@ COMPILED = {(t, c, req): compile_tokens(to_bytes(dfa), token_bytes(tok),
             for req in (False, True)}
 
 
+def compile_for(name, word_dfa, require_eos=False):
+    tok = TOKENIZERS[name]
+    return compile_tokens(to_bytes(word_dfa), token_bytes(tok), eos_token_id=tok.eos_token_id,
+                          require_eos=require_eos)
+
+
+# Boolean combinations made at the token level, after compiling the parts one by one.
+COMBINED = {
+    name: {
+        "keywords": compile_for(name, keyword("throw")) & compile_for(name, keyword("dog")),
+        "phrase_or_count": compile_for(name, contains("ice cream"))
+        | compile_for(name, word_count(0, 3)),
+        "ordered_banned": compile_for(name, ordered("dog", ("threw", "throws")))
+        & ~compile_for(name, contains("cat")),
+    } for name in TOKENIZERS}
+
+
 def check_agreement(tokenizer, word_dfa, token_dfa, ids, require_eos):
     eos = tokenizer.eos_token_id
     ended = eos in ids
@@ -52,6 +69,7 @@ def test_token_dfa_agrees_with_word_check_on_decoded_text(data):
                              | st.integers(0, len(tokenizer) - 1), max_size=14))
     check_agreement(tokenizer, CONSTRAINTS[constraint], COMPILED[name, constraint, require_eos],
                     ids, require_eos)
+    check_agreement(tokenizer, CONSTRAINTS[constraint], COMBINED[name][constraint], ids, False)
 
 
 def test_encoded_sentences():
@@ -77,6 +95,15 @@ def test_token_bytes_cover_padded_vocabulary_and_specials():
     assert out[tokenizer.eos_token_id] == b""
     ids = tokenizer.encode(" café — dog")
     assert b"".join(out[i] for i in ids) == " café — dog".encode()
+
+
+def test_combining_needs_the_same_vocabulary():
+    a = COMPILED["bytelevel", "keywords", False]
+    b = COMPILED["sentencepiece", "keywords", False]
+    with pytest.raises(ValueError, match="same vocabulary and EOS token"):
+        a & b
+    with pytest.raises(TypeError, match="other: expected a TokenDFA"):
+        a | keyword("dog")
 
 
 def test_bad_token_inputs():
