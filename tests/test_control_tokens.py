@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqprob.control.tokens import compile_tokens, token_bytes
+from seqprob.control.tokens import compile_keywords, compile_tokens, token_bytes
 from seqprob.control.words import contains, keyword, ordered, to_bytes, word_count
 from tests.control_helpers import byte_level_tokenizer, sentencepiece_tokenizer
 
@@ -95,6 +95,18 @@ def test_token_bytes_cover_padded_vocabulary_and_specials():
     assert out[tokenizer.eos_token_id] == b""
     ids = tokenizer.encode(" café — dog")
     assert b"".join(out[i] for i in ids) == " café — dog".encode()
+
+
+def test_compile_keywords():
+    tokenizer = TOKENIZERS["sentencepiece"]
+    pieces = token_bytes(tokenizer)
+    both = compile_keywords(["throw", "dog"], pieces, eos_token_id=tokenizer.eos_token_id)
+    for text, want in [("the dogs threw", True), ("the dog", False), ("Dog, thrown", True)]:
+        assert both.accepts_tokens(tokenizer.encode(text)) == want
+    with pytest.raises(ValueError, match="concepts: expected a non-empty list"):
+        compile_keywords([], pieces)
+    with pytest.raises(ValueError, match="cannot produce 'zebra'"):
+        compile_keywords(["dog", "zebra"], [b" dog", b"s", b" ", b"zeb"])
 
 
 def test_combining_needs_the_same_vocabulary():

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from seqprob.control.dfa import DFA, product
-from seqprob.control.words import ByteDFA
+from seqprob.control.words import ByteDFA, keyword, to_bytes
 from seqprob.core.validation import check_int, describe
 
 
@@ -169,6 +169,24 @@ def compile_tokens(byte_dfa: ByteDFA, tokens: Sequence[bytes], *,
     columns, seq_class = _unique_columns(table)
     dfa = DFA(columns, acc, byte_dfa.dfa.start).minimize()
     return TokenDFA(dfa, seq_class[seq_of_token], eos_token_id)
+
+
+def compile_keywords(concepts: Sequence[str], tokens: Sequence[bytes], *,
+                     eos_token_id: int | None = None, inflect: bool = True) -> TokenDFA:
+    """Every concept present in some inflection (CommonGen), as a token DFA: each keyword is
+    compiled on its own (small automata) and the results are intersected at the token level.
+    A keyword that no token sequence can spell is refused, by name."""
+    concepts = list(concepts)
+    if not concepts or not all(isinstance(c, str) and c.strip() for c in concepts):
+        raise ValueError(f"concepts: expected a non-empty list of words, got {describe(concepts)}")
+    result = None
+    for concept in concepts:
+        part = compile_tokens(to_bytes(keyword(concept, inflect=inflect)), tokens,
+                              eos_token_id=eos_token_id)
+        if part.dfa.is_empty():
+            raise ValueError(f"concepts: the tokenizer cannot produce {concept!r}")
+        result = part if result is None else result & part
+    return result
 
 
 def _unique_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
