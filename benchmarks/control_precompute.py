@@ -12,6 +12,7 @@ scores every DFA state, so its step cost grows with the DFA's size; ours scores 
 successors of each row's current state, and its table is built once per constraint.
 
     python benchmarks/control_precompute.py [--sets 5] [--hidden 1024] [--max-new-tokens 32]
+                                            [--threads 1]
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ def main():
     parser.add_argument("--sets", type=int, default=5, help="concept sets (from the first)")
     parser.add_argument("--hidden", type=int, default=1024, help="HMM hidden states K")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (on a shared, oversubscribed machine 1 is fastest)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     tokenizer = smollm2_tokenizer()
     pieces = token_bytes(tokenizer)
     hmm = random_hmm(args.hidden, len(pieces))

@@ -94,30 +94,32 @@ def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int) -> B
     weights = _edge_weights(tables, token_dfa, edge_of, src.shape[0])  # (E, K)
     n_dfa, k = token_dfa.dfa.n_states, tables.n_states
     acc = torch.from_numpy(token_dfa.dfa.accepting).to(device)
-    g = acc.to(dtype)[:, None].expand(n_dfa, k).contiguous()  # G_0 (Q, K)
-    scale = torch.where(acc, 0.0, float("-inf")).to(dtype)  # (Q,)
-    values, scales, start = [g], [scale], [scale[token_dfa.dfa.start]]
+    values = torch.empty(max_tokens, n_dfa, k, dtype=dtype, device=device)  # (R, Q, K)
+    scales = torch.empty(max_tokens, n_dfa, dtype=dtype, device=device)  # (R, Q)
+    start = torch.empty(max_tokens + 1, dtype=dtype, device=device)
+    values[0] = acc.to(dtype)[:, None]  # G_0 = acc
+    scales[0] = torch.where(acc, 0.0, float("-inf"))
     start_q = token_dfa.dfa.start
-    edge_buf = torch.empty_like(weights)  # (E, K)
+    start[0] = scales[0, start_q]
+    edge_buf = torch.empty_like(weights)  # (E, K), reused by every step
     for r in range(1, max_tokens + 1):
+        g, scale = values[r - 1], scales[r - 1]
         top = torch.full((n_dfa,), float("-inf"), dtype=dtype, device=device)
         top.scatter_reduce_(0, src, scale[dst], reduce="amax")  # (Q,) largest successor scale
         shift = torch.nan_to_num(scale[dst] - top[src], nan=float("-inf")).exp()  # (E,)
-        torch.index_select(g, 0, dst, out=edge_buf)  # in place: one (E, K) buffer for all r
+        torch.index_select(g, 0, dst, out=edge_buf)
         edge_buf.mul_(weights).mul_(shift[:, None])
         f = torch.zeros(n_dfa, k, dtype=dtype, device=device)
         f.index_add_(0, src, edge_buf)  # F_r / exp(top) (Q, K)
-        start.append(torch.log(tables.initial @ f[start_q]) + top[start_q])
+        start[r] = torch.log(tables.initial @ f[start_q]) + top[start_q]
         if r == max_tokens:
             break
         g = f @ tables.transition.T  # G_r(q, z) = sum_z' A[z, z'] F_r(q, z')  (Q, K)
         peak = g.amax(dim=1)  # (Q,)
         live = peak > 0
-        g = torch.where(live[:, None], g / torch.where(live, peak, 1)[:, None], 0)
-        scale = torch.where(live, top + torch.log(torch.where(live, peak, 1)), float("-inf"))
-        values.append(g)
-        scales.append(scale)
-    return BackwardTable(torch.stack(values), torch.stack(scales), torch.stack(start))
+        values[r] = torch.where(live[:, None], g / torch.where(live, peak, 1)[:, None], 0)
+        scales[r] = torch.where(live, top + torch.log(torch.where(live, peak, 1)), float("-inf"))
+    return BackwardTable(values, scales, start)
 
 
 def _check_vocab(tables: HMMTables, token_dfa: TokenDFA) -> None:
@@ -168,6 +170,7 @@ class ConstraintProcessor(LogitsProcessor):
         self._transitions = torch.from_numpy(token_dfa.dfa.transitions).to(device)  # (Q, C)
         self._token_class = torch.from_numpy(token_dfa.token_class).to(device)  # (V,)
         self._dense = self._dense_successors().to(device)  # (Q, n_dense)
+        self._distances = torch.from_numpy(self.distances).to(device)  # (Q,)
 
     def _check_satisfiable(self, budget: int) -> None:
         shortest = int(self.distances[self.token_dfa.dfa.start])
@@ -227,7 +230,7 @@ class ConstraintProcessor(LogitsProcessor):
         log_scale = self.table.log_scale[remaining[:, None], succ]  # (batch, V)
         log_p = numerator.log() + log_scale - denominator.log()
         log_p = torch.nan_to_num(log_p, nan=float("-inf")).clamp(max=0.0)
-        reachable = torch.from_numpy(self.distances).to(succ.device)[succ] <= remaining[:, None]
+        reachable = self._distances[succ] <= remaining[:, None]  # (batch, V)
         return log_p.masked_fill(~reachable, float("-inf"))
 
     def process(self, log_probs: Tensor, state: ConstraintState) -> Tensor:
