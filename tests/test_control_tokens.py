@@ -109,6 +109,42 @@ def test_compile_keywords():
         compile_keywords(["dog", "zebra"], [b" dog", b"s", b" ", b"zeb"])
 
 
+def spelled_keywords(name):
+    tokenizer = TOKENIZERS[name]
+    pieces = token_bytes(tokenizer)
+    return compile_keywords(["throw", "dog"], pieces, eos_token_id=tokenizer.eos_token_id,
+                            spell=lambda s: [pieces[i] for i in
+                                             tokenizer.encode(s, add_special_tokens=False)])
+
+
+SPELLED = {name: spelled_keywords(name) for name in TOKENIZERS}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_spelled_keywords_are_sound(data):
+    """Counting only the tokenizer's spellings never accepts a text without the keywords."""
+    name = data.draw(st.sampled_from(sorted(TOKENIZERS)))
+    tokenizer = TOKENIZERS[name]
+    ids = data.draw(st.lists(st.sampled_from(relevant_ids(tokenizer))
+                             | st.integers(0, len(tokenizer) - 1), max_size=14))
+    if SPELLED[name].accepts_tokens(ids):
+        eos = tokenizer.eos_token_id
+        text = tokenizer.decode(ids[:ids.index(eos)] if eos in ids else ids,
+                                skip_special_tokens=True)
+        assert CONSTRAINTS["keywords"].accepts_text(text)
+
+
+@pytest.mark.parametrize("name", sorted(TOKENIZERS))
+def test_spelled_keywords_accept_the_tokenizers_own_spelling(name):
+    tokenizer = TOKENIZERS[name]
+    exact = COMPILED[name, "keywords", False]
+    assert SPELLED[name].dfa.n_states < exact.dfa.n_states
+    for text in ["The dogs threw it", "Dog, thrown!", "a dog throwing", "the dog", "throws"]:
+        ids = tokenizer.encode(text)
+        assert SPELLED[name].accepts_tokens(ids) == exact.accepts_tokens(ids), text
+
+
 def test_combining_needs_the_same_vocabulary():
     a = COMPILED["bytelevel", "keywords", False]
     b = COMPILED["sentencepiece", "keywords", False]

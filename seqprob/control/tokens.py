@@ -164,6 +164,8 @@ def compile_tokens(byte_dfa: ByteDFA, tokens: Sequence[bytes], *,
     trans, acc = byte_dfa.dfa.transitions, byte_dfa.dfa.accepting
     seqs, lengths, seq_of_token = _class_sequences(tokens, byte_dfa.byte_class, trans)
     table = _run_all(trans, seqs, lengths)  # (Q, U): successor of every state and sequence
+    if byte_dfa.token_end is not None:
+        table = byte_dfa.token_end[table]
     if eos_token_id is not None:
         table, acc, seq_of_token = _with_eos(table, acc, seq_of_token, eos_token_id, require_eos)
     columns, seq_class = _unique_columns(table)
@@ -172,21 +174,42 @@ def compile_tokens(byte_dfa: ByteDFA, tokens: Sequence[bytes], *,
 
 
 def compile_keywords(concepts: Sequence[str], tokens: Sequence[bytes], *,
-                     eos_token_id: int | None = None, inflect: bool = True) -> TokenDFA:
+                     eos_token_id: int | None = None, inflect: bool = True,
+                     spell: Callable[[str], Sequence[bytes]] | None = None) -> TokenDFA:
     """Every concept present in some inflection (CommonGen), as a token DFA: each keyword is
     compiled on its own (small automata) and the results are intersected at the token level.
-    A keyword that no token sequence can spell is refused, by name."""
+    A keyword that no token sequence can spell is refused, by name.
+
+    ``spell``: the tokenizer's own spelling of a text as token bytes (``tokenizer.encode``
+    mapped through ``tokens``). When given, a keyword counts only where its word is spelled
+    the tokenizer's way (after a space, at the start, capitalized or not): far smaller
+    automata, and still every accepted text contains every concept."""
     concepts = list(concepts)
     if not concepts or not all(isinstance(c, str) and c.strip() for c in concepts):
         raise ValueError(f"concepts: expected a non-empty list of words, got {describe(concepts)}")
     result = None
     for concept in concepts:
-        part = compile_tokens(to_bytes(keyword(concept, inflect=inflect)), tokens,
-                              eos_token_id=eos_token_id)
+        word_dfa = keyword(concept, inflect=inflect)
+        prefixes = None if spell is None else _spelled_prefixes(word_dfa.words, spell)
+        part = compile_tokens(to_bytes(word_dfa, prefixes), tokens, eos_token_id=eos_token_id)
         if part.dfa.is_empty():
             raise ValueError(f"concepts: the tokenizer cannot produce {concept!r}")
         result = part if result is None else result & part
     return result
+
+
+def _spelled_prefixes(words: Sequence[bytes], spell: Callable[[str], Sequence[bytes]]
+                      ) -> set[bytes]:
+    """The partial words at the token boundaries of the tokenizer's spellings of ``words``."""
+    prefixes = set()
+    for word in words:
+        text = word.decode("utf-8")
+        for variant in {text, text.capitalize(), " " + text, " " + text.capitalize()}:
+            spelled = b""
+            for piece in spell(variant):
+                spelled += piece
+                prefixes.add(spelled.strip().lower())
+    return prefixes
 
 
 def _unique_columns(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

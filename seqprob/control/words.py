@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -205,10 +205,14 @@ def _strings(items: Iterable[object], name: str) -> list[str]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ByteDFA:
-    """A DFA over byte classes: ``byte_class`` ``(256,)`` maps each byte to its symbol."""
+    """A DFA over byte classes: ``byte_class`` ``(256,)`` maps each byte to its symbol.
+
+    ``token_end`` ``(n_states,)``, when set, is applied after every whole token (see
+    :func:`to_bytes`'s ``token_prefixes``); the byte-level language is that of ``dfa``."""
 
     dfa: DFA
     byte_class: np.ndarray
+    token_end: np.ndarray | None = None
 
     def run_bytes(self, data: bytes, state: int | None = None) -> int:
         return self.dfa.run(self.byte_class[np.frombuffer(data, dtype=np.uint8)].tolist(), state)
@@ -217,15 +221,21 @@ class ByteDFA:
         return bool(self.dfa.accepting[self.run_bytes(text.encode("utf-8"))])
 
 
-def to_bytes(word_dfa: WordDFA) -> ByteDFA:
+def to_bytes(word_dfa: WordDFA, token_prefixes: Collection[bytes] | None = None) -> ByteDFA:
     """Compile a word-level DFA into a minimal DFA over the text's bytes.
 
     A state is a pair (word-DFA state, trie node): the trie node is the partial word read so
     far (the root between words; a sink node once the partial word can no longer become one of
     ``words``). A separator byte feeds the finished word to the word DFA; a state accepts when
-    the word DFA would accept after the pending word is fed (end of text ends the word)."""
+    the word DFA would accept after the pending word is fed (end of text ends the word).
+
+    ``token_prefixes`` (lowercase UTF-8): the partial words a token may end in and still count
+    (e.g. the word parts at the boundaries of the tokenizer's own spellings of the words).
+    A token that ends in another partial word sends it to the sink instead, so words spelled
+    by other token sequences are not recognized. The automata get much smaller; this is sound
+    only for constraints that recognizing a word can never violate (keywords, not bans)."""
     byte_class, n_classes = _byte_classes(word_dfa.words)
-    child, sym = _word_trie(word_dfa.words, byte_class, n_classes, len(word_dfa.words))
+    child, sym, prefix = _word_trie(word_dfa.words, byte_class, n_classes, len(word_dfa.words))
     n_nodes = child.shape[0]
     trans_w = word_dfa.dfa.transitions
     q, node = np.divmod(np.arange(word_dfa.dfa.n_states * n_nodes), n_nodes)
@@ -233,7 +243,12 @@ def to_bytes(word_dfa: WordDFA) -> ByteDFA:
     trans = q[:, None] * n_nodes + child[node]  # (Q*N, C): word bytes extend the word
     trans[:, 0] = flushed * n_nodes  # separator: feed the word, back to the root
     dfa = DFA(trans, word_dfa.dfa.accepting[flushed], word_dfa.dfa.start * n_nodes)
-    return ByteDFA(dfa.minimize(), byte_class)
+    if token_prefixes is None:
+        return ByteDFA(dfa.minimize(), byte_class)
+    keep = np.array([n < 2 or p in set(token_prefixes) or sym[n] != sym[1]
+                     for n, p in enumerate(prefix)])
+    token_end = np.where(keep[node], np.arange(node.size), q * n_nodes + 1)
+    return ByteDFA(dfa, byte_class, token_end)
 
 
 def _byte_classes(words: Sequence[bytes]) -> tuple[np.ndarray, int]:
@@ -248,24 +263,27 @@ def _byte_classes(words: Sequence[bytes]) -> tuple[np.ndarray, int]:
 
 
 def _word_trie(words: Sequence[bytes], byte_class: np.ndarray, n_classes: int, other: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
     """Trie of ``words`` over byte classes: ``child`` ``(n_nodes, n_classes)`` (node 0: root,
-    node 1: sink for words outside the trie; column 0, the separator, is unused) and ``sym``
-    ``(n_nodes,)``, the word symbol a node spells (``other`` where it spells none)."""
+    node 1: sink for words outside the trie; column 0, the separator, is unused), ``sym``
+    ``(n_nodes,)``, the word symbol a node spells (``other`` where it spells none), and the
+    partial word of each node."""
     child_lists: list[dict[int, int]] = [{}, {}]
     sym = [other, other]
+    prefix = [b"", b""]
     for i, word in enumerate(words):
         node = 0
-        for b in word:
+        for j, b in enumerate(word):
             c = int(byte_class[b])
             if c not in child_lists[node]:
                 child_lists[node][c] = len(child_lists)
                 child_lists.append({})
                 sym.append(other)
+                prefix.append(word[:j + 1])
             node = child_lists[node][c]
         sym[node] = i
     child = np.ones((len(child_lists), n_classes), dtype=np.int64)
     for node, kids in enumerate(child_lists):
         for c, k in kids.items():
             child[node, c] = k
-    return child, np.asarray(sym, dtype=np.int64)
+    return child, np.asarray(sym, dtype=np.int64), prefix
