@@ -9,7 +9,7 @@ import torch
 
 from seqprob.control.constrained import ConstraintProcessor, backward_table
 from seqprob.control.hmm_tables import hmm_predict, hmm_tables
-from seqprob.control.tokens import compile_tokens, token_bytes
+from seqprob.control.tokens import compile_keywords, compile_tokens, token_bytes
 from seqprob.control.words import banned, contains, keyword, to_bytes, word_count, words_of
 from tests.control_helpers import byte_level_tokenizer, random_hmm_logits
 
@@ -256,3 +256,33 @@ def test_words_of_decoded_outputs_match_dfa_semantics():
     ids = TOKENIZER.encode("The dog threw it")
     assert words_of(TOKENIZER.decode(ids)) == [b"the", b"dog", b"threw", b"it"]
     assert np.all(np.asarray(ids) < V)
+
+
+@pytest.mark.slow
+def test_commongen_keywords_with_smollm2_tokenizer():
+    """A CommonGen concept set over SmolLM2's 49k-token vocabulary: every decoded output of a
+    random "LM" contains every concept in some inflection, in both keyword modes."""
+    from tests.test_control_tokens import smollm2_tokenizer
+
+    tokenizer = smollm2_tokenizer()
+    pieces = token_bytes(tokenizer)
+    concepts = ["ball", "kid", "throw"]
+    check = keyword("ball") & keyword("kid") & keyword("throw")
+    hmm = hmm_tables(*random_hmm_logits(8, len(pieces), 0, dtype=torch.float32))
+    gen = torch.Generator().manual_seed(0)
+    for spell in (None, lambda s: [pieces[i] for i in tokenizer.encode(s)]):
+        token_dfa = compile_keywords(concepts, pieces, eos_token_id=tokenizer.eos_token_id,
+                                     spell=spell)
+        proc = ConstraintProcessor(hmm, token_dfa, max_new_tokens=12)
+        state = proc.init_state(torch.zeros(4, 1, dtype=torch.int64), 12)
+        out = []
+        for _ in range(12):
+            logits = torch.randn(4, len(pieces), generator=gen) * 3
+            scores = proc.process(torch.log_softmax(logits, -1), state)
+            tokens = torch.multinomial(torch.softmax(scores, -1), 1, generator=gen).squeeze(1)
+            state = proc.advance(state, tokens)
+            out.append(tokens)
+        for row in torch.stack(out, 1).tolist():
+            cut = row[:row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
+            text = tokenizer.decode(cut, skip_special_tokens=True)
+            assert check.accepts_text(text), text
