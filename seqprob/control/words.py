@@ -245,8 +245,8 @@ def to_bytes(word_dfa: WordDFA, token_prefixes: Collection[bytes] | None = None)
     dfa = DFA(trans, word_dfa.dfa.accepting[flushed], word_dfa.dfa.start * n_nodes)
     if token_prefixes is None:
         return ByteDFA(dfa.minimize(), byte_class)
-    keep = np.array([n < 2 or p in set(token_prefixes) or sym[n] != sym[1]
-                     for n, p in enumerate(prefix)])
+    allowed = set(token_prefixes)
+    keep = np.array([n < 2 or p in allowed or sym[n] != sym[1] for n, p in enumerate(prefix)])
     token_end = np.where(keep[node], np.arange(node.size), q * n_nodes + 1)
     return ByteDFA(dfa, byte_class, token_end)
 
