@@ -286,3 +286,22 @@ def test_commongen_keywords_with_smollm2_tokenizer():
             cut = row[:row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
             text = tokenizer.decode(cut, skip_special_tokens=True)
             assert check.accepts_text(text), text
+
+
+def test_bfloat16_product_keeps_the_allowed_set(processor):
+    exact_state = processor.init_state(torch.zeros(3, 1, dtype=torch.int64), 10)
+    fast = ConstraintProcessor(processor.hmm, processor.token_dfa, max_new_tokens=10,
+                               matmul_dtype=torch.bfloat16)
+    state = fast.init_state(torch.zeros(3, 1, dtype=torch.int64), 10)
+    for token in TOKENIZER.encode(" the dog", add_special_tokens=False):
+        tokens = torch.full((3,), token)
+        exact_state, state = processor.advance(exact_state, tokens), fast.advance(state, tokens)
+    want, got = processor.log_conditional(exact_state), fast.log_conditional(state)
+    assert torch.equal(torch.isneginf(want), torch.isneginf(got))
+    finite = torch.isfinite(want) & (want > -8)
+    torch.testing.assert_close(got[finite], want[finite], rtol=0, atol=0.05)
+    out = decode(bigram_lm(4), fast, batch=4, budget=10, strategy="greedy")
+    assert all(CONSTRAINT.accepts_text(text_of(row)) for row in out)
+    with pytest.raises(ValueError, match="matmul_dtype: expected one of"):
+        ConstraintProcessor(processor.hmm, processor.token_dfa, max_new_tokens=10,
+                            matmul_dtype=torch.float16)

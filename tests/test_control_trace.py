@@ -52,6 +52,17 @@ def test_eap_equals_brute_force_enumeration():
                                        torch.tensor(brute(prefix), dtype=got.dtype))
 
 
+def test_bfloat16_product_is_close():
+    tables = hmm_tables(*random_hmm_logits(8, 40, 4, dtype=torch.float32))
+    attribute = TokenAttribute(-torch.rand(40, generator=torch.Generator().manual_seed(1)))
+    exact = AttributeProcessor(tables, attribute, max_new_tokens=6)
+    fast = AttributeProcessor(tables, attribute, max_new_tokens=6, matmul_dtype=torch.bfloat16)
+    prompt = torch.zeros(2, 1, dtype=torch.int64)
+    a, b = exact.init_state(prompt, 6), fast.init_state(prompt, 6)
+    a, b = exact.advance(a, torch.tensor([3, 7])), fast.advance(b, torch.tensor([3, 7]))
+    torch.testing.assert_close(fast.log_eap(b), exact.log_eap(a), rtol=0, atol=0.03)
+
+
 def test_table_does_not_underflow_for_long_budgets():
     tables = hmm_tables(*random_hmm_logits(4, 6, 1, dtype=torch.float32))
     attribute = TokenAttribute(torch.full((6,), -5.0))  # every token costs e^-5

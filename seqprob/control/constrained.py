@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from seqprob.control.dfa import UNREACHABLE
-from seqprob.control.hmm_tables import HMMTables, hmm_predict
+from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict
 from seqprob.control.tokens import TokenDFA
 from seqprob.core import State
 from seqprob.core.validation import check_int, check_shape, check_tensor, describe
@@ -147,12 +147,16 @@ class ConstraintProcessor(LogitsProcessor):
 
     ``hmm``: :class:`HMMTables` over the LM's vocabulary; ``token_dfa``: the constraint;
     ``max_new_tokens``: the longest generation the backward table is built for (computed here,
-    once; a constraint that cannot be met within it is refused). The HMM starts from its
-    initial distribution at the first generated token (the prompt is not fed to it)."""
+    once; a constraint that cannot be met within it is refused); ``matmul_dtype``: the dtype of
+    the one ``(rows, K) @ (K, V)`` product per step (``torch.bfloat16`` halves the memory it
+    reads; satisfaction does not depend on it, as the DFA decides which tokens are allowed).
+    The HMM starts from its initial distribution at the first generated token (the prompt is
+    not fed to it)."""
 
     n_dense = 3  # successors per DFA state scored by one GEMM over the whole vocabulary
 
-    def __init__(self, hmm: HMMTables, token_dfa: TokenDFA, *, max_new_tokens: int) -> None:
+    def __init__(self, hmm: HMMTables, token_dfa: TokenDFA, *, max_new_tokens: int,
+                 matmul_dtype: torch.dtype | None = None) -> None:
         if not isinstance(hmm, HMMTables):
             raise TypeError(f"hmm: expected HMMTables (see hmm_tables), got {describe(hmm)}")
         _check_vocab(hmm, token_dfa)
@@ -171,6 +175,7 @@ class ConstraintProcessor(LogitsProcessor):
         self._token_class = torch.from_numpy(token_dfa.token_class).to(device)  # (V,)
         self._dense = self._dense_successors().to(device)  # (Q, n_dense)
         self._distances = torch.from_numpy(self.distances).to(device)  # (Q,)
+        self._emission_mm = emission_for_matmul(hmm, matmul_dtype)  # (K, V)
 
     def _check_satisfiable(self, budget: int) -> None:
         shortest = int(self.distances[self.token_dfa.dfa.start])
@@ -216,7 +221,7 @@ class ConstraintProcessor(LogitsProcessor):
         dense = self._dense[state.dfa_state]  # (batch, n_dense), -1 = none
         g_dense = values[remaining[:, None], dense.clamp(min=0)]  # (batch, n_dense, K)
         h = torch.cat([state.prior[:, None], state.prior[:, None] * g_dense], 1)
-        mix = h @ self.hmm.emission  # (batch, 1 + n_dense, V)
+        mix = (h.to(self._emission_mm.dtype) @ self._emission_mm).to(h.dtype)  # (batch, 1+D, V)
         denominator = mix[:, 0]
         match = succ[:, :, None] == dense[:, None, :]  # (batch, V, n_dense)
         which = match.to(torch.int8).argmax(-1)  # (batch, V)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqprob.control.hmm_tables import HMMTables, hmm_predict
+from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict
 from seqprob.core import State
 from seqprob.core.validation import check_float, check_int, check_shape, check_tensor, describe
 from seqprob.lm.processors import LogitsProcessor
@@ -189,10 +189,11 @@ class AttributeState(State):
 class AttributeProcessor(LogitsProcessor):
     """p(x_t | x_<t, a) ∝ p_LM(x_t | x_<t) · EAP(x_<=t)^strength for a token-factorized
     attribute (or a product of several); the backward table is built here for
-    ``max_new_tokens`` tokens, once."""
+    ``max_new_tokens`` tokens, once. ``matmul_dtype``: as in
+    :class:`~seqprob.control.constrained.ConstraintProcessor`."""
 
     def __init__(self, hmm: HMMTables, attribute: TokenAttribute, *, max_new_tokens: int,
-                 strength: float = 1.0) -> None:
+                 strength: float = 1.0, matmul_dtype: torch.dtype | None = None) -> None:
         _check_vocab(hmm, attribute)
         self.hmm = hmm
         self.attribute = attribute
@@ -200,6 +201,7 @@ class AttributeProcessor(LogitsProcessor):
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
         self.table = attribute_table(hmm, attribute, max_new_tokens)
         self._weights = attribute.weights.to(hmm.emission)
+        self._emission_mm = emission_for_matmul(hmm, matmul_dtype)  # (K, V)
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> AttributeState:
         check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
@@ -218,7 +220,8 @@ class AttributeProcessor(LogitsProcessor):
             raise ValueError(f"state: a row has used its budget of {state.max_new_tokens} "
                              "new tokens")
         g = self.table.values[remaining]  # (batch, K)
-        mix = torch.stack([state.prior, state.prior * g], 1) @ self.hmm.emission  # (batch, 2, V)
+        h = torch.stack([state.prior, state.prior * g], 1).to(self._emission_mm.dtype)
+        mix = (h @ self._emission_mm).to(state.prior.dtype)  # (batch, 2, V)
         ratio = mix[:, 1].log() - mix[:, 0].log()
         ratio = torch.nan_to_num(ratio, nan=0.0)  # tokens the HMM never emits: no information
         return (state.log_prefix[:, None] + self._weights + ratio
