@@ -217,26 +217,27 @@ class ConstraintProcessor(LogitsProcessor):
             raise ValueError(f"state: a row has used its budget of {state.max_new_tokens} "
                              "new tokens")
         values = self.table.values  # (R, Q, K)
-        succ = self._transitions[state.dfa_state][:, self._token_class]  # (batch, V)
-        dense = self._dense[state.dfa_state]  # (batch, n_dense), -1 = none
-        g_dense = values[remaining[:, None], dense.clamp(min=0)]  # (batch, n_dense, K)
+        succ = self._transitions[state.dfa_state]  # (batch, C): successor of every class
+        dense = self._dense[state.dfa_state]  # (batch, D), -1 = none
+        g_dense = values[remaining[:, None], dense.clamp(min=0)]  # (batch, D, K)
         h = torch.cat([state.prior[:, None], state.prior[:, None] * g_dense], 1)
         mix = (h.to(self._emission_mm.dtype) @ self._emission_mm).to(h.dtype)  # (batch, 1+D, V)
-        denominator = mix[:, 0]
-        match = succ[:, :, None] == dense[:, None, :]  # (batch, V, n_dense)
-        which = match.to(torch.int8).argmax(-1)  # (batch, V)
-        numerator = mix[:, 1:].gather(1, which[:, None]).squeeze(1)  # (batch, V)
-        b_idx, v_idx = torch.nonzero(~match.any(-1), as_tuple=True)  # the few other tokens
+        match = succ[:, :, None] == dense[:, None, :]  # (batch, C, D)
+        slot = torch.where(match.any(-1), match.to(torch.int8).argmax(-1), -1)  # (batch, C)
+        log_scale = self.table.log_scale[remaining[:, None], succ]  # (batch, C)
+        too_far = self._distances[succ] > remaining[:, None]
+        log_scale = log_scale.masked_fill(too_far, float("-inf"))
+        token_class = self._token_class.expand(succ.shape[0], -1)  # (batch, V)
+        slot, log_scale = slot.gather(1, token_class), log_scale.gather(1, token_class)
+        numerator = mix[:, 1:].gather(1, slot.clamp(min=0)[:, None]).squeeze(1)  # (batch, V)
+        b_idx, v_idx = torch.nonzero(slot < 0, as_tuple=True)  # the few other tokens
         if b_idx.numel():
-            s_idx = succ[b_idx, v_idx]
+            s_idx = succ[b_idx, self._token_class[v_idx]]
             numerator = numerator.index_put(
                 (b_idx, v_idx), (state.prior[b_idx] * self.hmm.emission[:, v_idx].T
                                  * values[remaining[b_idx], s_idx]).sum(-1))
-        log_scale = self.table.log_scale[remaining[:, None], succ]  # (batch, V)
-        log_p = numerator.log() + log_scale - denominator.log()
-        log_p = torch.nan_to_num(log_p, nan=float("-inf")).clamp(max=0.0)
-        reachable = self._distances[succ] <= remaining[:, None]  # (batch, V)
-        return log_p.masked_fill(~reachable, float("-inf"))
+        log_p = numerator.log() + log_scale - mix[:, 0].log()
+        return torch.nan_to_num(log_p, nan=float("-inf")).clamp(max=0.0)
 
     def process(self, log_probs: Tensor, state: ConstraintState) -> Tensor:
         check_shape(check_tensor(log_probs, "log_probs"), "log_probs",
