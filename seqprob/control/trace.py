@@ -108,7 +108,7 @@ def nontoxic_teacher(texts: Sequence[str]) -> np.ndarray:
         from profanity_check import predict_prob
     except ImportError as err:
         raise ImportError("nontoxic_teacher needs alt-profanity-check: "
-                          "pip install alt-profanity-check") from err
+                          "pip install 'seqprob[control]'") from err
     return 1.0 - np.asarray(predict_prob(list(texts)), dtype=np.float64)
 
 
@@ -117,8 +117,8 @@ def positive_teacher(texts: Sequence[str]) -> np.ndarray:
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError as err:
-        raise ImportError("positive_teacher needs vaderSentiment: pip install vaderSentiment"
-                          ) from err
+        raise ImportError("positive_teacher needs vaderSentiment: "
+                          "pip install 'seqprob[control]'") from err
     analyzer = SentimentIntensityAnalyzer()
     return np.array([(analyzer.polarity_scores(t)["compound"] + 1) / 2 for t in texts])
 

@@ -175,7 +175,10 @@ def word_count(minimum: int = 0, maximum: int | None = None) -> WordDFA:
 def inflections(word: str) -> tuple[str, ...]:
     """``word`` and its inflections for every part of speech (lemminflect; out-of-vocabulary
     words get the regular noun and verb forms), sorted."""
-    from lemminflect import getAllInflections, getAllInflectionsOOV
+    try:
+        from lemminflect import getAllInflections, getAllInflectionsOOV
+    except ImportError as err:
+        raise ImportError("inflections need lemminflect: pip install 'seqprob[control]'") from err
 
     if not isinstance(word, str) or not words_of(word):
         raise ValueError(f"word: expected a non-empty word, got {describe(word)}")
