@@ -3,9 +3,9 @@
 Every token id gets its exact UTF-8 bytes from the tokenizer (byte-level BPE as in GPT-2 and
 Llama 3 / SmolLM2, ``Ġword``; SentencePiece with ``▁word`` and ``<0xAB>`` byte fallback), so
 tokens that span word boundaries, carry a leading space or are fragments of words are handled
-by running the byte DFA over them. Tokens whose columns of
-the resulting transition table are identical share a class: the token DFA is a DFA over
-classes plus a map ``token_class`` ``(vocab,)``, and masks are ``(classes x vocab)``.
+by running the byte DFA over them. Tokens whose columns of the resulting transition table are
+identical share a class: the token DFA is a DFA over classes plus a map ``token_class``
+``(vocab,)``, and masks are ``(classes x vocab)``.
 
 End of sequence: the EOS token moves every state to a terminal state, accepting exactly when
 the text so far is accepted (and absorbing: tokens after EOS are not part of the text).
@@ -73,7 +73,10 @@ class TokenDFA:
                 self.dfa.start)
         b = DFA(other.dfa.transitions[:, joint % other.n_classes], other.dfa.accepting,
                 other.dfa.start)
-        return TokenDFA(product(a, b, combine), token_class.reshape(-1), self.eos_token_id)
+        dfa = product(a, b, combine)
+        columns, merged = _unique_columns(dfa.transitions)  # classes the product cannot tell apart
+        return TokenDFA(DFA(columns, dfa.accepting, dfa.start), merged[token_class.reshape(-1)],
+                        self.eos_token_id)
 
     def token_transitions(self) -> np.ndarray:
         """``(n_states, vocab)``: the successor of every state under every token."""
