@@ -305,3 +305,36 @@ def test_bfloat16_product_keeps_the_allowed_set(processor):
     with pytest.raises(ValueError, match="matmul_dtype: expected one of"):
         ConstraintProcessor(processor.hmm, processor.token_dfa, max_new_tokens=10,
                             matmul_dtype=torch.float16)
+
+
+def test_constraint_and_attribute_processors_compose(processor):
+    """An attribute processor before the constraint cannot break the guarantee."""
+    from seqprob.control.trace import AttributeProcessor, TokenAttribute
+
+    weights = torch.zeros(V)
+    weights[TOKENIZER.encode(" dog", add_special_tokens=False)] = -4.0  # steer away from "dog"
+    attribute = AttributeProcessor(processor.hmm, TokenAttribute(weights), max_new_tokens=10,
+                                   strength=3.0)
+
+    class Both:
+        def init_state(self, prompt_ids, max_new_tokens):
+            return (attribute.init_state(prompt_ids, max_new_tokens),
+                    processor.init_state(prompt_ids, max_new_tokens))
+
+        def process(self, log_probs, states):
+            steered = torch.log_softmax(attribute.process(log_probs, states[0]), -1)
+            return processor.process(steered, states[1])
+
+        def advance(self, states, tokens):
+            return attribute.advance(states[0], tokens), processor.advance(states[1], tokens)
+
+    both = Both()
+    state = both.init_state(torch.zeros(4, 1, dtype=torch.int64), 10)
+    lm, last, out = bigram_lm(8), torch.full((4,), TOKENIZER.eos_token_id), []
+    gen = torch.Generator().manual_seed(9)
+    for _ in range(10):
+        scores = torch.log_softmax(both.process(lm[last], state), -1)
+        last = torch.multinomial(scores.exp(), 1, generator=gen).squeeze(1)
+        state = both.advance(state, last)
+        out.append(last)
+    assert all(CONSTRAINT.accepts_text(text_of(row)) for row in torch.stack(out, 1))
