@@ -91,6 +91,11 @@ def test_table_matches_float64_in_float32():
     t32 = backward_table(hmm_tables(*log_params, dtype=torch.float32), token_dfa, 12)
     torch.testing.assert_close(t32.start_log_prob.double(), t64.start_log_prob, rtol=1e-4,
                                atol=1e-5)
+    t16 = backward_table(hmm_tables(*log_params, dtype=torch.float32), token_dfa, 12,
+                         matmul_dtype=torch.bfloat16)
+    torch.testing.assert_close(t16.start_log_prob.double(), t64.start_log_prob, rtol=2e-2,
+                               atol=2e-2)
+    assert torch.equal(t16.values > 0, t32.values > 0)  # the same tokens stay possible
 
 
 # -- decoding simulations -----------------------------------------------------------------------

@@ -84,15 +84,18 @@ def _edge_weights(tables: HMMTables, token_dfa: TokenDFA, edge_of: Tensor, n_edg
     return torch.sparse.mm(select, class_sums.T.contiguous())  # (E, K)
 
 
-def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int) -> BackwardTable:
+def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int, *,
+                   matmul_dtype: torch.dtype | None = None) -> BackwardTable:
     """The backward table for generating up to ``max_tokens`` tokens (see the module
-    docstring): one edge-weighted sum and one batched ``(Q, K) @ (K, K)`` product per step."""
+    docstring): one edge-weighted sum and one batched ``(Q, K) @ (K, K)`` product per step,
+    the product in ``matmul_dtype`` (default: the tables' dtype)."""
     check_int(max_tokens, "max_tokens", minimum=1)
     _check_vocab(tables, token_dfa)
     device, dtype = tables.emission.device, tables.emission.dtype
     src, dst, edge_of = (t.to(device) for t in _edges(token_dfa))
     weights = _edge_weights(tables, token_dfa, edge_of, src.shape[0])  # (E, K)
     n_dfa, k = token_dfa.dfa.n_states, tables.n_states
+    transition_t = tables.transition.T.to(matmul_dtype or dtype).contiguous()  # (K, K)
     acc = torch.from_numpy(token_dfa.dfa.accepting).to(device)
     values = torch.empty(max_tokens, n_dfa, k, dtype=dtype, device=device)  # (R, Q, K)
     scales = torch.empty(max_tokens, n_dfa, dtype=dtype, device=device)  # (R, Q)
@@ -114,7 +117,7 @@ def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int) -> B
         start[r] = torch.log(tables.initial @ f[start_q]) + top[start_q]
         if r == max_tokens:
             break
-        g = f @ tables.transition.T  # G_r(q, z) = sum_z' A[z, z'] F_r(q, z')  (Q, K)
+        g = (f.to(transition_t.dtype) @ transition_t).to(dtype)  # G_r = F_r A^T (Q, K)
         peak = g.amax(dim=1)  # (Q,)
         live = peak > 0
         values[r] = torch.where(live[:, None], g / torch.where(live, peak, 1)[:, None], 0)
@@ -148,8 +151,10 @@ class ConstraintProcessor(LogitsProcessor):
     ``hmm``: :class:`HMMTables` over the LM's vocabulary; ``token_dfa``: the constraint;
     ``max_new_tokens``: the longest generation the backward table is built for (computed here,
     once; a constraint that cannot be met within it is refused); ``matmul_dtype``: the dtype of
-    the one ``(rows, K) @ (K, V)`` product per step (``torch.bfloat16`` halves the memory it
-    reads; satisfaction does not depend on it, as the DFA decides which tokens are allowed).
+    the large products, the table's ``(Q, K) @ (K, K)`` and the per-step ``(rows, K) @ (K, V)``
+    (``torch.bfloat16`` halves the memory they read and is faster where the CPU has bf16
+    instructions; satisfaction does not depend on it, as the DFA decides which tokens are
+    allowed and rescaled rows keep every positive probability positive).
     The HMM starts from its initial distribution at the first generated token (the prompt is
     not fed to it)."""
 
@@ -165,7 +170,7 @@ class ConstraintProcessor(LogitsProcessor):
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
         self.distances = token_dfa.dfa.distances()
         self._check_satisfiable(max_new_tokens)
-        self.table = backward_table(hmm, token_dfa, max_new_tokens)
+        self.table = backward_table(hmm, token_dfa, max_new_tokens, matmul_dtype=matmul_dtype)
         if not bool(torch.isfinite(self.table.start_log_prob[max_new_tokens])):
             raise ValueError("token_dfa: the HMM gives the constraint probability 0 within "
                              f"max_new_tokens={max_new_tokens} tokens (it uses tokens the HMM "
