@@ -5,8 +5,8 @@ tokenizer: seconds to compile the keyword constraint to a token DFA, its size (s
 classes, distinct edges), seconds to build the backward table over (tokens remaining, DFA
 state, hidden state) for an HMM with K hidden states over the 49,152-token vocabulary, and
 milliseconds per decoding step of the processor at batch 1 and 8 (fp32, and with the large
-products in bfloat16: the table's and the per-step one over the vocabulary). The HMM is random (timings do not depend on its
-values). Medians over the concept sets.
+products in bfloat16: the table's and the per-step one over the vocabulary). The HMM is random
+(timings do not depend on its values). Medians over the concept sets.
 
 Ctrl-G's reference implementation is not run here (it needs CUDA): per decoding step it
 scores every DFA state, so its step cost grows with the DFA's size; ours scores only the
