@@ -1,0 +1,45 @@
+"""Tractable control: constraints as DFAs over tokens, HMM-guided constrained decoding
+(GeLaTo/Ctrl-G) and attribute control by expected attribute probability (TRACE).
+
+Modules: ``dfa`` (automata), ``words`` (word constraints and their byte-level form),
+``tokens`` (compilation to a tokenizer's tokens), ``hmm_tables`` (the HMM as probability
+tables), ``constrained`` (the constraint processor), ``trace`` (attributes).
+"""
+
+from seqprob.control.constrained import ConstraintProcessor
+from seqprob.control.dfa import DFA
+from seqprob.control.hmm_tables import HMMTables, hmm_tables
+from seqprob.control.tokens import TokenDFA, compile_keywords, compile_tokens, token_bytes
+from seqprob.control.trace import AttributeProcessor, TokenAttribute, fit_attribute
+from seqprob.control.words import (
+    WordDFA,
+    banned,
+    contains,
+    inflections,
+    keyword,
+    ordered,
+    to_bytes,
+    word_count,
+)
+
+__all__ = [
+    "DFA",
+    "AttributeProcessor",
+    "ConstraintProcessor",
+    "HMMTables",
+    "TokenAttribute",
+    "TokenDFA",
+    "WordDFA",
+    "banned",
+    "compile_keywords",
+    "compile_tokens",
+    "contains",
+    "fit_attribute",
+    "hmm_tables",
+    "inflections",
+    "keyword",
+    "ordered",
+    "to_bytes",
+    "token_bytes",
+    "word_count",
+]

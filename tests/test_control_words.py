@@ -1,0 +1,112 @@
+"""Word constraints against direct regular-expression checks on random texts, and their
+byte-level compilation against the word-level automaton."""
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seqprob.control.words import (
+    banned,
+    contains,
+    inflections,
+    keyword,
+    ordered,
+    to_bytes,
+    word_count,
+    words_of,
+)
+
+W = rb"[A-Za-z0-9\x80-\xff]"
+VOCAB = ["throw", "threw", "Thrown", "throwing", "throwe", "thro", "dog", "dogs", "DOG",
+         "hotdog", "ice", "cream", "icecream", "cat", "café", "caf", "a", "the", "1"]
+SEPS = [" ", ", ", ".", "'", "\n", "-", "  ", "é", "—"]
+
+texts = st.lists(st.tuples(st.sampled_from(VOCAB), st.sampled_from(SEPS)), max_size=9).map(
+    lambda parts: "".join(w + s for w, s in parts))
+
+
+def occurs(phrase, text):
+    """A phrase's words with separators between, bounded by non-word bytes (the oracle)."""
+    pat = rb"[^A-Za-z0-9\x80-\xff]+".join(re.escape(w.encode()) for w in phrase.split())
+    return re.search(rb"(?<!" + W + rb")" + pat + rb"(?!" + W + rb")",
+                     text.encode().lower()) is not None
+
+
+def in_order(phrases, text):
+    body = rb".*?".join(rb"(?<!" + W + rb")" + re.escape(p.encode()) + rb"(?!" + W + rb")"
+                        for p in phrases)
+    return re.search(body, text.encode().lower(), re.DOTALL) is not None
+
+
+def count_words(text):
+    return len(re.findall(W + rb"+", text.encode()))
+
+
+CASES = [
+    (contains("throw"), lambda t: occurs("throw", t)),
+    (keyword("throw"), lambda t: any(occurs(f, t) for f in ("throw", "throws", "threw",
+                                                               "thrown", "throwing"))),
+    (contains("ice cream", "café"), lambda t: occurs("ice cream", t) or occurs("café", t)),
+    (banned("dog", "the cat"), lambda t: not (occurs("dog", t) or occurs("the cat", t))),
+    (ordered("dog", "throw"), lambda t: in_order(["dog", "throw"], t)),
+    (ordered("dog", "dog"), lambda t: in_order(["dog", "dog"], t)),
+    (word_count(2, 4), lambda t: 2 <= count_words(t) <= 4),
+    (word_count(3), lambda t: count_words(t) >= 3),
+    (keyword("dog") & ~contains("cat") & word_count(maximum=6),
+     lambda t: (occurs("dog", t) or occurs("dogs", t)) and not occurs("cat", t)
+     and count_words(t) <= 6),
+    (contains("dog") | ordered("ice", "cream"),
+     lambda t: occurs("dog", t) or in_order(["ice", "cream"], t)),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(CASES) - 1), texts)
+def test_word_constraints_match_direct_checks(i, text):
+    dfa, check = CASES[i]
+    assert dfa.accepts_text(text) == check(text)
+
+
+BYTES = [to_bytes(dfa) for dfa, _ in CASES]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(CASES) - 1), texts | st.text(max_size=30))
+def test_byte_dfa_agrees_with_word_dfa(i, text):
+    assert BYTES[i].accepts_text(text) == CASES[i][0].accepts_text(text)
+
+
+def test_words_definition():
+    # Non-ASCII characters are word characters, punctuation such as the em dash included.
+    assert words_of("Dog's café ICE_cream 42! a—b") == [b"dog", b"s", "café".encode(), b"ice",
+                                                        b"cream", b"42", "a—b".encode()]
+
+
+def test_inflections():
+    assert {"throw", "throws", "threw", "thrown", "throwing"} <= set(inflections("throw"))
+    assert "frisbees" in inflections("frisbee")  # not in lemminflect's lexicon
+    assert "caught" in inflections("catch")
+
+
+def test_not_not_and_de_morgan():
+    a, b = keyword("dog"), contains("ice cream")
+    for text in ["dog", "ice cream", "dogs ice cream", "cat", ""]:
+        assert (~~a).accepts_text(text) == a.accepts_text(text)
+        assert (~(a & b)).accepts_text(text) == (~a | ~b).accepts_text(text)
+
+
+@pytest.mark.parametrize(("make", "error", "match"), [
+    (lambda: contains(), ValueError, "alternatives: expected at least one phrase"),
+    (lambda: contains("!!"), ValueError, "expected a phrase with at least one word"),
+    (lambda: contains(3), TypeError, "alternatives: expected non-empty strings"),
+    (lambda: ordered(), ValueError, "phrases: expected at least one phrase"),
+    (lambda: word_count(3, 2), ValueError, "maximum: expected an integer >= 3"),
+    (lambda: word_count(-1), ValueError, "minimum: expected an integer >= 0"),
+    (lambda: inflections(""), ValueError, "word: expected a non-empty word"),
+    (lambda: keyword("dog") & 3, TypeError, "other: expected a WordDFA"),
+])
+def test_bad_constraints_are_refused(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
