@@ -65,6 +65,26 @@ class DLinear(nn.Module):
         return self.trend(trend) + self.seasonal(x - trend)  # (B, H, C, O)
 
 
+class MLP(nn.Module):
+    """A linear map over time plus a residual one-hidden-layer MLP over time, shared by the
+    channels: ``y = W x + V2 dropout(gelu(V1 x))`` per channel."""
+
+    def __init__(self, lookback: int, horizon: int, n_channels: int, n_outputs: int = 1, *,
+                 hidden: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.horizon, self.n_outputs = horizon, n_outputs
+        self.linear = _TimeLinear(lookback, horizon, n_channels, n_outputs, False)
+        self.mlp = nn.Sequential(nn.Linear(lookback, check_int(hidden, "hidden", minimum=1)),
+                                 nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, horizon * n_outputs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, c = x.shape
+        residual = self.mlp(x.transpose(1, 2))  # (B, C, H * O)
+        residual = residual.reshape(b, c, self.horizon, self.n_outputs).transpose(1, 2)
+        return self.linear(x) + residual  # (B, H, C, O)
+
+
 def moving_average(x: Tensor, kernel_size: int) -> Tensor:
     """Centered moving average over time of ``x (B, L, C)``, ends padded by repetition."""
     left = (kernel_size - 1) // 2
@@ -73,4 +93,4 @@ def moving_average(x: Tensor, kernel_size: int) -> Tensor:
     return F.avg_pool1d(padded, kernel_size, stride=1).transpose(1, 2)  # (B, L, C)
 
 
-BACKBONES: dict[str, type[nn.Module]] = {"linear": Linear, "dlinear": DLinear}
+BACKBONES: dict[str, type[nn.Module]] = {"linear": Linear, "dlinear": DLinear, "mlp": MLP}
