@@ -98,6 +98,9 @@ class NeuralForecaster(Forecaster):
     def _min_history(self) -> int:
         return check_int(self.lookback, "lookback", minimum=1)
 
+    def _min_fit_history(self) -> int:
+        return self._min_history() + check_int(self.horizon, "horizon", minimum=1)
+
     def _levels(self) -> np.ndarray:
         return np.zeros(0) if self.quantiles is None else np.sort(check_levels(self.quantiles))
 
@@ -267,8 +270,8 @@ class NeuralForecaster(Forecaster):
 
     def _get_state(self):
         tensors = {f"net.{k}": v for k, v in self.network_.state_dict().items()}
-        tensors["scaler.mean"] = torch.from_numpy(self.scaler_.mean_)
-        tensors["scaler.scale"] = torch.from_numpy(self.scaler_.scale_)
+        tensors["scaler.mean"] = torch.tensor(self.scaler_.mean_)
+        tensors["scaler.scale"] = torch.tensor(self.scaler_.scale_)
         return tensors, {"n_channels": self.n_channels_, "best_val_mse": self.best_val_mse_}
 
     def _set_state(self, tensors, state):

@@ -55,7 +55,7 @@ class _PerChannel(Forecaster):
         raise NotImplementedError
 
     def _get_state(self):
-        return {f"params.{c}": torch.as_tensor(np.asarray(r.params, dtype=np.float64))
+        return {f"params.{c}": torch.tensor(np.asarray(r.params, dtype=np.float64))
                 for c, r in enumerate(self.results_)}, {}
 
     def _set_state(self, tensors, state):
