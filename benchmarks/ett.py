@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
 
 from seqprob.cli.table import format_table
 from seqprob.forecasting import (
     BACKBONES,
-    NeuralForecaster,
     Naive,
+    NeuralForecaster,
     RidgeForecaster,
     SeasonalNaive,
     evaluate_ett,

@@ -53,8 +53,9 @@ def test_load_ett_is_an_xarray_dataset_with_time():
 
 
 def test_wheel_declares_the_csv_and_license_package_data():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["*"]

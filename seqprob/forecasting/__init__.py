@@ -7,8 +7,8 @@ Every model follows :class:`Forecaster` (scikit-learn style ``fit(y, X=None)``,
 
 from seqprob.forecasting import metrics
 from seqprob.forecasting.backbones import BACKBONES, DLinear, Linear
-from seqprob.forecasting.baselines import Naive, SeasonalNaive
 from seqprob.forecasting.base import Backtest, Forecaster
+from seqprob.forecasting.baselines import Naive, SeasonalNaive
 from seqprob.forecasting.datasets import ett_frame, load_ett
 from seqprob.forecasting.evaluation import evaluate_ett
 from seqprob.forecasting.linear import RidgeForecaster

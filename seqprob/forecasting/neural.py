@@ -128,7 +128,7 @@ class NeuralForecaster(Forecaster):
                                high=1.0, high_open=True)
         if val is not None or fraction == 0:
             return values, val
-        n_val = int(round(len(values) * fraction))
+        n_val = round(len(values) * fraction)
         train_end = len(values) - n_val
         span = self.lookback + self.horizon
         if train_end < span or n_val < self.horizon:

@@ -36,7 +36,7 @@ def _dask_client(client: Any, n_workers: int, processes: bool) -> Iterator[Any]:
         yield client
         return
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                      dashboard_address=None) as cluster, Client(cluster) as own:
+                      dashboard_address=":0") as cluster, Client(cluster) as own:
         yield own
 
 
