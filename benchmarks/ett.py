@@ -38,11 +38,19 @@ PUBLISHED = {
 HORIZONS = (96, 192, 336, 720)
 
 
-def neural(backbone: str, **kwargs):
+# Training budget and learning-rate grid per backbone; validation MSE picks the rate.
+NEURAL = {"sparse": {"max_epochs": 30, "patience": 5, "rates": (0.02, 0.005)}}
+DEFAULT_NEURAL = {"max_epochs": 10, "patience": 3, "rates": (1e-3, 3e-3)}
+
+
+def neural(backbone: str):
+    setup = NEURAL.get(backbone, DEFAULT_NEURAL)
+
     def configs(quiet: bool):
-        grid = [{"learning_rate": 1e-3}, {"learning_rate": 3e-3}]
-        return [NeuralForecaster(backbone, max_epochs=10, patience=3, batch_size=256,
-                                 verbose=not quiet, **kwargs, **g) for g in grid]
+        return [NeuralForecaster(backbone, max_epochs=setup["max_epochs"],
+                                 patience=setup["patience"], batch_size=256,
+                                 learning_rate=rate, verbose=not quiet)
+                for rate in setup["rates"]]
     return configs
 
 
