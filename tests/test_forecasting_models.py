@@ -210,6 +210,26 @@ def test_neural_backbone_is_pluggable():
         model.save("/tmp/never.safetensors")
 
 
+def test_backbone_auxiliary_loss_joins_training():
+    class Shrink(torch.nn.Module):
+        """Zero forecasts plus a parameter that only the auxiliary loss w^2 pulls to 0."""
+
+        def __init__(self, lookback, horizon, n_channels, n_outputs):
+            super().__init__()
+            self.horizon, self.n_outputs = horizon, n_outputs
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return x.new_zeros(x.shape[0], self.horizon, x.shape[2], self.n_outputs)
+
+        def forward_with_loss(self, x):
+            return self.forward(x), self.w**2
+
+    model = NeuralForecaster(Shrink, lookback=4, horizon=2, max_epochs=3, learning_rate=0.1,
+                             validation_fraction=0, verbose=False).fit(seasonal())
+    assert model.network_.backbone.w.item() < 0.8  # without the auxiliary loss: no gradient, 1
+
+
 def test_neural_bad_input():
     with pytest.raises(ValueError, match="at least 30 time steps, got 20"):
         small_neural(validation_fraction=0).fit(np.arange(20.0))

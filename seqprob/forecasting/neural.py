@@ -30,19 +30,34 @@ class ForecastNetwork(nn.Module):
 
     With ``revin`` each context is standardized by its own mean and standard deviation over
     time, and the outputs are mapped back (Kim et al., ICLR 2022, without the affine part).
+    A backbone may define ``forward_with_loss(x) -> (out, auxiliary_loss)`` (SpaceTime's
+    next-step terms, say): ``training_forward`` then returns that auxiliary loss, computed on
+    the normalized context, for the training loop to add.
     """
 
     def __init__(self, backbone: nn.Module, revin: bool, eps: float = 1e-5):
         super().__init__()
         self.backbone, self.revin, self.eps = backbone, revin, eps
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.revin:
-            return self.backbone(x)
+            return torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])
         mean = x.mean(dim=1, keepdim=True)  # (B, 1, C)
         std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)  # (B, 1, C)
+        return mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean, std = self._stats(x)
         out = self.backbone((x - mean) / std)  # (B, H, C, O)
         return out * std.unsqueeze(-1) + mean.unsqueeze(-1)
+
+    def training_forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(outputs (B, H, C, O), auxiliary loss or None)``."""
+        if not hasattr(self.backbone, "forward_with_loss"):
+            return self.forward(x), None
+        mean, std = self._stats(x)
+        out, aux = self.backbone.forward_with_loss((x - mean) / std)
+        return out * std.unsqueeze(-1) + mean.unsqueeze(-1), aux
 
 
 def pinball_loss(target: Tensor, quantiles: Tensor, levels: Tensor) -> Tensor:
@@ -199,7 +214,10 @@ class NeuralForecaster(Forecaster):
         total = 0.0
         for idx in batches:
             context, target = (t.to(dev) for t in data.batch(idx))
-            loss = self._loss(self.network_(context), target, levels)
+            out, aux = self.network_.training_forward(context)
+            loss = self._loss(out, target, levels)
+            if aux is not None:
+                loss = loss + aux
             opt.zero_grad()
             loss.backward()
             opt.step()
