@@ -25,8 +25,10 @@ from seqprob.forecasting import (
     Theta,
     plot_forecast,
 )
+from seqprob.forecasting.backbones import SSM_BACKBONE_NAMES
 
-MODELS = ("naive", "snaive", "arima", "ets", "theta", "ridge", "pyro", *BACKBONES)
+NEURAL = (*BACKBONES, *SSM_BACKBONE_NAMES)
+MODELS = ("naive", "snaive", "arima", "ets", "theta", "ridge", "pyro", *NEURAL)
 
 
 def build_model(args: argparse.Namespace):
@@ -43,7 +45,7 @@ def build_model(args: argparse.Namespace):
         "theta": lambda: Theta(period=m if m > 1 else None),
         "ridge": lambda: RidgeForecaster(args.lookback, args.horizon),
         "pyro": lambda: PyroForecaster(m, num_steps=args.epochs * 50, random_state=args.seed),
-        **{name: (lambda name=name: NeuralForecaster(name, **neural)) for name in BACKBONES},
+        **{name: (lambda name=name: NeuralForecaster(name, **neural)) for name in NEURAL},
     }
     return factories[args.model]()
 

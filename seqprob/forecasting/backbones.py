@@ -126,3 +126,20 @@ def moving_average(x: Tensor, kernel_size: int) -> Tensor:
 
 BACKBONES: dict[str, type[nn.Module]] = {"linear": Linear, "dlinear": DLinear, "mlp": MLP,
                                      "sparse": SparseLinear}
+
+# Backbones on seqprob.ssm's layers live in seqprob.forecasting.ssm_backbones, imported when
+# one of them is asked for.
+SSM_BACKBONE_NAMES = ("spacetime", "mamba", "s4", "s4d")
+
+
+def backbone_class(name: str) -> type[nn.Module]:
+    """The backbone class registered as ``name`` (see ``BACKBONES`` and
+    ``SSM_BACKBONE_NAMES``)."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    if name in SSM_BACKBONE_NAMES:
+        from seqprob.forecasting.ssm_backbones import SSM_BACKBONES
+
+        return SSM_BACKBONES[name]
+    raise ValueError(f"backbone: expected one of {(*BACKBONES, *SSM_BACKBONE_NAMES)} or an "
+                     f"nn.Module class, got {name!r}")

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from seqprob.core.device import resolve_device
 from seqprob.core.persist import register
 from seqprob.core.validation import check_choice, check_float, check_int
-from seqprob.forecasting.backbones import BACKBONES
+from seqprob.forecasting.backbones import BACKBONES, backbone_class
 from seqprob.forecasting.base import Forecaster, check_levels
 from seqprob.forecasting.windows import StandardScaler, WindowDataset
 
@@ -76,7 +76,8 @@ class NeuralForecaster(Forecaster):
 
     Parameters
     ----------
-    backbone : name in ``BACKBONES`` ("linear", "dlinear", ...) or a backbone class.
+    backbone : a name in ``BACKBONES`` ("linear", "dlinear", "sparse", "mlp") or
+        ``SSM_BACKBONE_NAMES`` ("spacetime", "mamba", "s4", "s4d"), or a backbone class.
     backbone_kwargs : extra keyword arguments of the backbone.
     lookback, horizon : context length and trained horizon; longer forecasts roll out.
     channel_independent : each channel is its own sample sharing the weights (PatchTST /
@@ -130,10 +131,7 @@ class NeuralForecaster(Forecaster):
     def _build(self, n_channels: int) -> ForecastNetwork:
         cls = self.backbone
         if isinstance(cls, str):
-            if cls not in BACKBONES:
-                raise ValueError(f"backbone: expected one of {tuple(BACKBONES)} or an nn.Module "
-                                 f"class, got {cls!r}")
-            cls = BACKBONES[cls]
+            cls = backbone_class(cls)
         elif not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise TypeError(f"backbone: expected a name in {tuple(BACKBONES)} or an nn.Module "
                             f"class, got {cls!r}")
