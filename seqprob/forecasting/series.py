@@ -58,11 +58,6 @@ class Series:
     def __len__(self) -> int:
         return self.values.shape[0]
 
-    def with_values(self, values: np.ndarray, index: pd.Index | None = None) -> Series:
-        """The same series description over new ``values`` (time, channels)."""
-        index = self.index[: len(values)] if index is None else index
-        return dataclasses.replace(self, values=values, index=index)
-
     def slice(self, start: int, stop: int) -> Series:
         """Rows ``[start, stop)``."""
         return dataclasses.replace(self, values=self.values[start:stop],
