@@ -94,8 +94,8 @@ def main() -> None:
     if args.report:
         rows = [json.loads(line) for path in args.report for line in Path(path).read_text(
         ).splitlines() if line.strip()]
-        print(report(list({(r["dataset"], r["lookback"], r["horizon"], r["model"]): r
-                           for r in rows}.values())))
+        print(report(list({(r["dataset"], r["target"], r["lookback"], r["horizon"],
+                            r["model"]): r for r in rows}.values())))
         return
     torch.set_num_threads(args.threads)
     rows = []
@@ -120,9 +120,10 @@ def main() -> None:
 def report(rows: list[dict]) -> str:
     """Per-model table with the average over horizons and the published figures beside."""
     lines = []
-    keys = sorted({(r["dataset"], r["lookback"]) for r in rows})
-    for dataset, lookback in keys:
-        sub = [r for r in rows if (r["dataset"], r["lookback"]) == (dataset, lookback)]
+    keys = sorted({(r["dataset"], r["target"] or "", r["lookback"]) for r in rows})
+    for dataset, target, lookback in keys:
+        sub = [r for r in rows
+               if (r["dataset"], r["target"] or "", r["lookback"]) == (dataset, target, lookback)]
         horizons = sorted({r["horizon"] for r in sub})
         table = []
         for model in dict.fromkeys(r["model"] for r in sub):
@@ -134,11 +135,12 @@ def report(rows: list[dict]) -> str:
                                    if h in cells else "-" for h in horizons),
                           f"{sum(mses) / len(mses):.3f} / {sum(maes) / len(maes):.3f}",
                           f"{train:.0f}"])
-        for name, figures in PUBLISHED.get((dataset, lookback), {}).items():
+        for name, figures in PUBLISHED.get((dataset, lookback), {}).items() if not target else ():
             vals = [figures[HORIZONS.index(h)] for h in horizons if h in HORIZONS]
             table.append([f"{name} (published)", *(f"{v:.3f}" for v in vals),
                           f"{sum(vals) / len(vals):.3f}", ""])
-        lines.append(f"{dataset}, lookback {lookback}, test MSE / MAE (z-scored)")
+        setting = f"univariate {target}" if target else "multivariate"
+        lines.append(f"{dataset} {setting}, lookback {lookback}, test MSE / MAE (z-scored)")
         lines.append(format_table(["model", *map(str, horizons), "average", "train s"],
                                   table))
         lines.append("")
