@@ -12,6 +12,7 @@ import abc
 import dataclasses
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from seqprob.core.contract import SequenceModel, State
@@ -45,6 +46,27 @@ class LanguageModel(SequenceModel):
     @abc.abstractmethod
     def hidden_size(self) -> int:
         """Width of the input embeddings and last hidden states."""
+
+    @property
+    def context_length(self) -> int | None:
+        """Most positions one sequence may hold (prompt and new tokens); ``None``: unbounded."""
+        return None
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """Tokens that end a generated sequence (the tokenizer's EOS unless overridden)."""
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return () if eos is None else (int(eos),)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters."""
+        return next(p.dtype for p in self.parameters() if p.is_floating_point())
 
     @abc.abstractmethod
     def embed(self, input_ids: Tensor) -> Tensor:

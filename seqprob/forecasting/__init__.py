@@ -1,0 +1,1 @@
+"""Forecasting: data, the Forecaster API, models, metrics, backtests and the ETT benchmark."""

@@ -1,0 +1,282 @@
+"""One training loop for every neural forecaster; the backbone is a pluggable ``nn.Module``.
+
+:class:`NeuralForecaster` cuts (lookback, horizon) windows from the z-scored history, wraps
+the backbone in optional RevIN-style instance normalization, trains point (MSE) and optional
+quantile (pinball) outputs with Adam, early-stops on validation windows and keeps the best
+weights. Backbones are named in :data:`~seqprob.forecasting.backbones.BACKBONES` or passed as
+a class with the backbone constructor signature.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from seqprob.core.device import resolve_device
+from seqprob.core.persist import register
+from seqprob.core.validation import check_float, check_int
+from seqprob.forecasting.backbones import BACKBONES
+from seqprob.forecasting.base import Forecaster, check_levels
+from seqprob.forecasting.windows import StandardScaler, WindowDataset
+
+
+class ForecastNetwork(nn.Module):
+    """Backbone plus instance normalization: ``(B, L, C) -> (B, H, C, 1 + n_quantiles)``.
+
+    With ``revin`` each context is standardized by its own mean and standard deviation over
+    time, and the outputs are mapped back (Kim et al., ICLR 2022, without the affine part).
+    """
+
+    def __init__(self, backbone: nn.Module, revin: bool, eps: float = 1e-5):
+        super().__init__()
+        self.backbone, self.revin, self.eps = backbone, revin, eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.revin:
+            return self.backbone(x)
+        mean = x.mean(dim=1, keepdim=True)  # (B, 1, C)
+        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)  # (B, 1, C)
+        out = self.backbone((x - mean) / std)  # (B, H, C, O)
+        return out * std.unsqueeze(-1) + mean.unsqueeze(-1)
+
+
+def pinball_loss(target: Tensor, quantiles: Tensor, levels: Tensor) -> Tensor:
+    """Mean pinball loss of ``quantiles (..., Q)`` for ``target (...)`` at ``levels (Q,)``."""
+    diff = target.unsqueeze(-1) - quantiles
+    return torch.maximum(levels * diff, (levels - 1) * diff).mean()
+
+
+@register
+class NeuralForecaster(Forecaster):
+    """A neural forecaster with a pluggable backbone.
+
+    Parameters
+    ----------
+    backbone : name in ``BACKBONES`` ("linear", "dlinear", ...) or a backbone class.
+    backbone_kwargs : extra keyword arguments of the backbone.
+    lookback, horizon : context length and trained horizon; longer forecasts roll out.
+    channel_independent : each channel is its own sample sharing the weights (PatchTST /
+        DLinear style); False feeds all channels together.
+    revin : instance normalization of each context.
+    quantiles : None (point only) or levels in (0, 1) for a quantile head.
+    validation_fraction : share of the history held out for early stopping when ``fit`` gets
+        no ``y_val`` (0 disables early stopping).
+    device : "cpu", "cuda", "auto".
+    """
+
+    def __init__(self, backbone: Any = "dlinear", *, backbone_kwargs: dict | None = None,
+                 lookback: int = 96, horizon: int = 24, channel_independent: bool = True,
+                 revin: bool = True, quantiles: Any = None, max_epochs: int = 20,
+                 batch_size: int = 256, learning_rate: float = 1e-3, weight_decay: float = 0.0,
+                 patience: int = 3, validation_fraction: float = 0.2,
+                 max_batches_per_epoch: int | None = None, device: str = "cpu",
+                 random_state: int | None = 0, verbose: bool = True):
+        self.backbone = backbone
+        self.backbone_kwargs = backbone_kwargs
+        self.lookback = lookback
+        self.horizon = horizon
+        self.channel_independent = channel_independent
+        self.revin = revin
+        self.quantiles = quantiles
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.max_batches_per_epoch = max_batches_per_epoch
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ---- construction ------------------------------------------------------------------
+    def _min_history(self) -> int:
+        return check_int(self.lookback, "lookback", minimum=1)
+
+    def _levels(self) -> np.ndarray:
+        return np.zeros(0) if self.quantiles is None else np.sort(check_levels(self.quantiles))
+
+    def _build(self, n_channels: int) -> ForecastNetwork:
+        cls = self.backbone
+        if isinstance(cls, str):
+            if cls not in BACKBONES:
+                raise ValueError(f"backbone: expected one of {tuple(BACKBONES)} or an nn.Module "
+                                 f"class, got {cls!r}")
+            cls = BACKBONES[cls]
+        elif not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"backbone: expected a name in {tuple(BACKBONES)} or an nn.Module "
+                            f"class, got {cls!r}")
+        width = 1 if self.channel_independent else n_channels
+        seed = 0 if self.random_state is None else self.random_state
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = cls(self.lookback, self.horizon, width, 1 + len(self._levels()),
+                      **(self.backbone_kwargs or {}))
+        return ForecastNetwork(net, self.revin)
+
+    def _split(self, values: np.ndarray, val: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        fraction = check_float(self.validation_fraction, "validation_fraction", low=0.0,
+                               high=1.0, high_open=True)
+        if val is not None or fraction == 0:
+            return values, val
+        n_val = int(round(len(values) * fraction))
+        train_end = len(values) - n_val
+        span = self.lookback + self.horizon
+        if train_end < span or n_val < self.horizon:
+            raise ValueError(f"y: with validation_fraction={fraction}, {len(values)} steps leave "
+                             f"{train_end} for training and {n_val} for validation; need at "
+                             f"least lookback + horizon = {span} and horizon = {self.horizon}. "
+                             f"Pass a longer series, y_val, or validation_fraction=0")
+        return values[:train_end], values[train_end - self.lookback:]
+
+    # ---- training ----------------------------------------------------------------------
+    def _fit(self, values, X, val):
+        check_int(self.horizon, "horizon", minimum=1)
+        batch_size = check_int(self.batch_size, "batch_size", minimum=1)
+        train, val = self._split(values, val)
+        self.scaler_ = StandardScaler().fit(train)
+        dev = resolve_device(self.device)
+        data = WindowDataset(self.scaler_.transform(train), self.lookback, self.horizon,
+                             channel_independent=self.channel_independent)
+        val_data = None if val is None else WindowDataset(
+            self.scaler_.transform(val), self.lookback, self.horizon,
+            channel_independent=self.channel_independent)
+        self.n_channels_ = values.shape[1]
+        self.network_ = self._build(self.n_channels_).to(dev)
+        levels = torch.as_tensor(self._levels(), dtype=torch.float32, device=dev)
+        opt = torch.optim.Adam(self.network_.parameters(), lr=self.learning_rate,
+                               weight_decay=self.weight_decay)
+        gen = torch.Generator().manual_seed(0 if self.random_state is None
+                                            else self.random_state)
+        best, best_state, waited, self.history_ = np.inf, None, 0, []
+        bar = tqdm(range(check_int(self.max_epochs, "max_epochs", minimum=1)),
+                   desc=f"{type(self).__name__}({self._backbone_name()})",
+                   disable=not self.verbose, leave=False)
+        for _ in bar:
+            train_loss = self._epoch(data, opt, levels, batch_size, gen, dev)
+            val_loss = np.nan if val_data is None else self._evaluate(val_data, dev)
+            self.history_.append({"train_loss": train_loss, "val_mse": val_loss})
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+            if val_data is None:
+                continue
+            if val_loss < best:
+                best, waited = val_loss, 0
+                best_state = copy.deepcopy(self.network_.state_dict())
+            else:
+                waited += 1
+                if waited >= self.patience:
+                    break
+        if best_state is not None:
+            self.network_.load_state_dict(best_state)
+        self.best_val_mse_ = float(best)
+        self.network_.eval()
+
+    def _backbone_name(self) -> str:
+        return self.backbone if isinstance(self.backbone, str) else self.backbone.__name__
+
+    def _loss(self, out: Tensor, target: Tensor, levels: Tensor) -> Tensor:
+        loss = torch.mean((out[..., 0] - target) ** 2)
+        if len(levels):
+            loss = loss + pinball_loss(target, out[..., 1:], levels)
+        return loss
+
+    def _epoch(self, data, opt, levels, batch_size, gen, dev) -> float:
+        self.network_.train()
+        order = torch.randperm(len(data), generator=gen)
+        batches = order.split(batch_size)
+        if self.max_batches_per_epoch is not None:
+            batches = batches[: check_int(self.max_batches_per_epoch, "max_batches_per_epoch",
+                                          minimum=1)]
+        total = 0.0
+        for idx in batches:
+            context, target = (t.to(dev) for t in data.batch(idx))
+            loss = self._loss(self.network_(context), target, levels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        return total / sum(len(b) for b in batches)
+
+    @torch.no_grad()
+    def _evaluate(self, data: WindowDataset, dev: torch.device) -> float:
+        """Point MSE over every window of ``data`` (on the scaled data)."""
+        self.network_.eval()
+        total, count = 0.0, 0
+        for idx in torch.arange(len(data)).split(1024):
+            context, target = (t.to(dev) for t in data.batch(idx))
+            total += ((self.network_(context)[..., 0] - target) ** 2).sum().item()
+            count += target.numel()
+        return total / count
+
+    # ---- forecasting -------------------------------------------------------------------
+    @torch.no_grad()
+    def _run(self, contexts: np.ndarray) -> np.ndarray:
+        """Network outputs ``(N, horizon, C, O)`` for raw contexts ``(N, >= lookback, C)``."""
+        scaled = self.scaler_.transform(contexts[:, -self.lookback:])  # (N, L, C)
+        x = torch.as_tensor(scaled, dtype=torch.float32)
+        n, length, c = x.shape
+        if self.channel_independent:
+            x = x.transpose(1, 2).reshape(n * c, length, 1)
+        dev = next(self.network_.parameters()).device
+        out = torch.cat([self.network_(chunk.to(dev)).cpu() for chunk in x.split(1024)])
+        if self.channel_independent:
+            out = out.reshape(n, c, self.horizon, -1).transpose(1, 2)  # (N, H, C, O)
+        out = out.double().numpy()
+        return out * self.scaler_.scale_[:, None] + self.scaler_.mean_[:, None]
+
+    def _forecast_batch(self, contexts, horizon):
+        """Roll the trained horizon forward until ``horizon`` steps are covered."""
+        contexts = contexts[:, -self.lookback:]
+        pieces, done = [], 0
+        while done < horizon:
+            step = self._run(contexts)[..., 0]  # (N, H, C)
+            pieces.append(step)
+            contexts = np.concatenate([contexts, step], axis=1)[:, -self.lookback:]
+            done += self.horizon
+        return np.concatenate(pieces, axis=1)[:, :horizon]
+
+    def _forecast(self, history, horizon, X_hist, X_future):
+        return self._forecast_batch(history[None], horizon)[0]
+
+    def _forecast_quantiles(self, history, horizon, levels, X_hist, X_future):
+        trained = self._levels()
+        pos = [int(np.flatnonzero(np.isclose(trained, q))[0]) if np.isclose(trained, q).any()
+               else -1 for q in levels]
+        if -1 in pos:
+            raise ValueError(f"quantiles: this forecaster was trained for levels "
+                             f"{trained.tolist()} (the quantiles parameter), got "
+                             f"{levels.tolist()}")
+        if horizon > self.horizon:
+            raise ValueError(f"horizon: quantile forecasts reach at most the trained horizon "
+                             f"{self.horizon}, got {horizon}")
+        out = self._run(history[None])[0, :horizon]  # (H, C, O)
+        quantiles = np.sort(out[..., 1:], axis=-1)  # no crossing
+        return quantiles[..., pos]
+
+    # ---- persistence -------------------------------------------------------------------
+    def to(self, device):
+        if hasattr(self, "network_"):
+            self.network_.to(resolve_device(device))
+        return self
+
+    def _get_state(self):
+        tensors = {f"net.{k}": v for k, v in self.network_.state_dict().items()}
+        tensors["scaler.mean"] = torch.from_numpy(self.scaler_.mean_)
+        tensors["scaler.scale"] = torch.from_numpy(self.scaler_.scale_)
+        return tensors, {"n_channels": self.n_channels_, "best_val_mse": self.best_val_mse_}
+
+    def _set_state(self, tensors, state):
+        self.n_channels_ = state["n_channels"]
+        self.best_val_mse_ = state["best_val_mse"]
+        self.scaler_ = StandardScaler()
+        self.scaler_.mean_ = tensors.pop("scaler.mean").numpy()
+        self.scaler_.scale_ = tensors.pop("scaler.scale").numpy()
+        self.network_ = self._build(self.n_channels_)
+        self.network_.load_state_dict({k.removeprefix("net."): v for k, v in tensors.items()})
+        self.network_.eval()
