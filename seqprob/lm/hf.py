@@ -13,6 +13,7 @@ from torch import Tensor
 from seqprob.core import LanguageModel, LMOutput, State
 
 INSTALL_LM = "pip install 'seqprob[lm]'"
+_NO_POSITIONS = torch.empty(0, dtype=torch.long)  # logits_to_keep selecting no position
 
 
 def require_transformers() -> Any:
@@ -119,7 +120,10 @@ class TransformersLM(LanguageModel):
                        mask=torch.zeros(batch_size, 0, dtype=torch.long, device=device))
 
     def run(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
-            state: KVState | None = None, attention_mask: Tensor | None = None) -> LMOutput:
+            state: KVState | None = None, attention_mask: Tensor | None = None,
+            logits: bool = True) -> LMOutput:
+        """See :meth:`LanguageModel.run`; ``logits=False`` skips the vocabulary projection
+        (the output's ``logits`` then has length 0) for callers that need only ``hidden``."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("run: pass exactly one of input_ids (batch, length) or "
                              "inputs_embeds (batch, length, hidden_size)")
@@ -141,7 +145,8 @@ class TransformersLM(LanguageModel):
         cache = self._to_cache(state)
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, cache=cache,
                          attention_mask=full_mask, position_ids=positions, use_cache=True,
-                         output_hidden_states=True)
+                         output_hidden_states=True,
+                         **({} if logits else {"logits_to_keep": _NO_POSITIONS}))
         new_state = KVState(keys=tuple(layer.keys for layer in out.cache.layers),
                             values=tuple(layer.values for layer in out.cache.layers),
                             mask=full_mask)
