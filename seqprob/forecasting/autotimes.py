@@ -389,7 +389,8 @@ class AutoTimesForecaster(Forecaster):
         size = check_int(self.inference_batch_size, "inference_batch_size", minimum=1)
         out = [self._roll(series[i: i + size], n_steps,
                           None if marks is None else marks[i: i + size])
-               for i in range(0, n * c, size)]
+               for i in tqdm(range(0, n * c, size), desc="AutoTimes forecast", leave=False,
+                             disable=not self.verbose or n * c <= size)]
         pred = torch.cat(out)[:, :horizon].double().numpy()  # (n C, horizon)
         pred = np.moveaxis(pred.reshape(n, c, horizon), 1, 2)  # (n, horizon, C)
         return self.scaler_.inverse_transform(pred)
