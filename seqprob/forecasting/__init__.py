@@ -1,1 +1,50 @@
-"""Forecasting: data, the Forecaster API, models, metrics, backtests and the ETT benchmark."""
+"""Forecasting: data, the Forecaster API, models, metrics, backtests and the ETT benchmark.
+
+Every model follows :class:`Forecaster` (scikit-learn style ``fit(y, X=None)``,
+``predict(horizon)``, ``predict_quantiles``, ``predict_samples``, ``backtest``, ``save``/
+``load``) over numpy, pandas (wide or long ``unique_id/ds/y``) and xarray inputs.
+"""
+
+from seqprob.forecasting import metrics
+from seqprob.forecasting.backbones import BACKBONES, DLinear, Linear
+from seqprob.forecasting.base import Backtest, Forecaster
+from seqprob.forecasting.baselines import Naive, SeasonalNaive
+from seqprob.forecasting.datasets import ett_frame, load_ett
+from seqprob.forecasting.evaluation import evaluate_ett
+from seqprob.forecasting.linear import RidgeForecaster
+from seqprob.forecasting.neural import NeuralForecaster
+from seqprob.forecasting.parallel import backtest_many, fit_many
+from seqprob.forecasting.plotting import plot_forecast
+from seqprob.forecasting.probabilistic import PyroForecaster
+from seqprob.forecasting.series import Series, as_series
+from seqprob.forecasting.statistical import ARIMA, ETS, Theta
+from seqprob.forecasting.windows import StandardScaler, WindowDataset, ett_split, segments
+
+__all__ = [
+    "ARIMA",
+    "BACKBONES",
+    "ETS",
+    "Backtest",
+    "DLinear",
+    "Forecaster",
+    "Linear",
+    "Naive",
+    "NeuralForecaster",
+    "PyroForecaster",
+    "RidgeForecaster",
+    "SeasonalNaive",
+    "Series",
+    "StandardScaler",
+    "Theta",
+    "WindowDataset",
+    "as_series",
+    "backtest_many",
+    "ett_frame",
+    "ett_split",
+    "evaluate_ett",
+    "fit_many",
+    "load_ett",
+    "metrics",
+    "plot_forecast",
+    "segments",
+]

@@ -78,20 +78,25 @@ class Forecaster(BaseEstimator):
             if val.shape[1] != series.n_channels:
                 raise ValueError(f"y_val: expected {series.n_channels} channels like y, got "
                                  f"{val.shape[1]}")
-        self._check_history(len(series))
+        self._check_history(len(series), self._min_fit_history())
         self._fit(series.values, covariates, val)
         self.series_ = series
         self.X_ = covariates
         return self
 
-    def _check_history(self, n_time: int) -> None:
-        need = self._min_history()
+    def _check_history(self, n_time: int, need: int | None = None) -> None:
+        need = self._min_history() if need is None else need
         if n_time < need:
             raise ValueError(f"y: {type(self).__name__} needs a series of at least {need} time "
                              f"steps, got {n_time}")
 
     def _min_history(self) -> int:
+        """Rows a forecast needs after fitting (a context)."""
         return 1
+
+    def _min_fit_history(self) -> int:
+        """Rows ``fit`` needs."""
+        return self._min_history()
 
     def _covariates(self, X: Any, n_time: int, name: str) -> np.ndarray | None:
         if X is None:
@@ -225,9 +230,9 @@ class Forecaster(BaseEstimator):
         check_is_fitted(self, "series_")
         tensors, state = self._get_state()
         tensors = {f"state.{k}": v for k, v in tensors.items()}
-        tensors["series.values"] = torch.from_numpy(self.series_.values)
+        tensors["series.values"] = torch.tensor(self.series_.values)
         if self.X_ is not None:
-            tensors["series.X"] = torch.from_numpy(self.X_)
+            tensors["series.X"] = torch.tensor(self.X_)
         config = {"params": self._json_params(), "state": state,
                   "series": _series_meta(self.series_)}
         return save_checkpoint(path, tensors, kind=_kind(type(self)), config=config)

@@ -18,7 +18,8 @@ def ett_frame(name: str) -> pd.DataFrame:
     if name not in ETT_NAMES:
         raise ValueError(f"name: expected one of {ETT_NAMES} (shipped with seqprob), got "
                          f"{name!r}")
-    with resources.files("seqprob.forecasting").joinpath("ett").joinpath(f"{name}.csv").open() as fh:
+    source = resources.files("seqprob.forecasting").joinpath("ett").joinpath(f"{name}.csv")
+    with source.open() as fh:
         frame = pd.read_csv(fh, parse_dates=["date"], index_col="date")
     frame.index = pd.DatetimeIndex(frame.index, freq="h", name="time")
     return frame

@@ -30,19 +30,34 @@ class ForecastNetwork(nn.Module):
 
     With ``revin`` each context is standardized by its own mean and standard deviation over
     time, and the outputs are mapped back (Kim et al., ICLR 2022, without the affine part).
+    A backbone may define ``forward_with_loss(x) -> (out, auxiliary_loss)`` (SpaceTime's
+    next-step terms, say): ``training_forward`` then returns that auxiliary loss, computed on
+    the normalized context, for the training loop to add.
     """
 
     def __init__(self, backbone: nn.Module, revin: bool, eps: float = 1e-5):
         super().__init__()
         self.backbone, self.revin, self.eps = backbone, revin, eps
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if not self.revin:
-            return self.backbone(x)
+            return torch.zeros_like(x[:, :1]), torch.ones_like(x[:, :1])
         mean = x.mean(dim=1, keepdim=True)  # (B, 1, C)
         std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)  # (B, 1, C)
+        return mean, std
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean, std = self._stats(x)
         out = self.backbone((x - mean) / std)  # (B, H, C, O)
         return out * std.unsqueeze(-1) + mean.unsqueeze(-1)
+
+    def training_forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(outputs (B, H, C, O), auxiliary loss or None)``."""
+        if not hasattr(self.backbone, "forward_with_loss"):
+            return self.forward(x), None
+        mean, std = self._stats(x)
+        out, aux = self.backbone.forward_with_loss((x - mean) / std)
+        return out * std.unsqueeze(-1) + mean.unsqueeze(-1), aux
 
 
 def pinball_loss(target: Tensor, quantiles: Tensor, levels: Tensor) -> Tensor:
@@ -98,6 +113,9 @@ class NeuralForecaster(Forecaster):
     def _min_history(self) -> int:
         return check_int(self.lookback, "lookback", minimum=1)
 
+    def _min_fit_history(self) -> int:
+        return self._min_history() + check_int(self.horizon, "horizon", minimum=1)
+
     def _levels(self) -> np.ndarray:
         return np.zeros(0) if self.quantiles is None else np.sort(check_levels(self.quantiles))
 
@@ -125,7 +143,7 @@ class NeuralForecaster(Forecaster):
                                high=1.0, high_open=True)
         if val is not None or fraction == 0:
             return values, val
-        n_val = int(round(len(values) * fraction))
+        n_val = round(len(values) * fraction)
         train_end = len(values) - n_val
         span = self.lookback + self.horizon
         if train_end < span or n_val < self.horizon:
@@ -196,7 +214,10 @@ class NeuralForecaster(Forecaster):
         total = 0.0
         for idx in batches:
             context, target = (t.to(dev) for t in data.batch(idx))
-            loss = self._loss(self.network_(context), target, levels)
+            out, aux = self.network_.training_forward(context)
+            loss = self._loss(out, target, levels)
+            if aux is not None:
+                loss = loss + aux
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -267,8 +288,8 @@ class NeuralForecaster(Forecaster):
 
     def _get_state(self):
         tensors = {f"net.{k}": v for k, v in self.network_.state_dict().items()}
-        tensors["scaler.mean"] = torch.from_numpy(self.scaler_.mean_)
-        tensors["scaler.scale"] = torch.from_numpy(self.scaler_.scale_)
+        tensors["scaler.mean"] = torch.tensor(self.scaler_.mean_)
+        tensors["scaler.scale"] = torch.tensor(self.scaler_.scale_)
         return tensors, {"n_channels": self.n_channels_, "best_val_mse": self.best_val_mse_}
 
     def _set_state(self, tensors, state):

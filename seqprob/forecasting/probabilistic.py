@@ -119,8 +119,8 @@ class PyroForecaster(Forecaster):
 
     def _get_state(self):
         tensors = {f"guide.{k}": v for k, v in self.svi_.guide.state_dict().items()}
-        tensors["scaler.mean"] = torch.from_numpy(self.scaler_.mean_)
-        tensors["scaler.scale"] = torch.from_numpy(self.scaler_.scale_)
+        tensors["scaler.mean"] = torch.tensor(self.scaler_.mean_)
+        tensors["scaler.scale"] = torch.tensor(self.scaler_.scale_)
         return tensors, {}
 
     def _set_state(self, tensors, state):

@@ -84,7 +84,7 @@ class Series:
         if self.kind == "pandas_wide":
             return pd.DataFrame(values, index=index, columns=list(self.columns))
         if self.kind == "pandas_long":
-            return _long_frame(values[None], index, self.columns, "y", [None])
+            return _long_frame(values[None], index, self.columns)
         return self._wrap_xarray(values, index, (), {})
 
     def wrap_quantiles(self, values: np.ndarray, index: pd.Index, quantiles: np.ndarray) -> Any:
@@ -150,17 +150,16 @@ class Series:
                             coords=coords, name=self.name)
 
 
-def _long_frame(values: np.ndarray, index: pd.Index, columns: tuple[str, ...], label: str,
-                labels: list[Any]) -> pd.DataFrame:
+def _long_frame(values: np.ndarray, index: pd.Index, columns: tuple[str, ...],
+                label: str | None = None, labels: list[Any] | None = None) -> pd.DataFrame:
     """Long frame from ``values (n_labels, time, channels)``: unique_id, ds, [label,] y."""
     n_lab, n_time, n_chan = values.shape
-    frame = pd.DataFrame({
-        "unique_id": np.repeat(np.asarray(columns, dtype=object), n_lab * n_time),
-        "ds": np.tile(np.asarray(index), n_lab * n_chan),
-        label: np.tile(np.repeat(np.asarray(labels, dtype=object), n_time), n_chan),
-        "y": np.moveaxis(values, 2, 0).reshape(-1),
-    })
-    return frame.drop(columns=label) if labels == [None] else frame
+    frame = {"unique_id": np.repeat(np.asarray(columns, dtype=object), n_lab * n_time),
+             "ds": np.tile(np.asarray(index), n_lab * n_chan)}
+    if label is not None:
+        frame[label] = np.tile(np.repeat(np.asarray(labels, dtype=object), n_time), n_chan)
+    frame["y"] = np.moveaxis(values, 2, 0).reshape(-1)
+    return pd.DataFrame(frame)
 
 
 def continue_index(index: pd.Index, horizon: int, offset: int = 0) -> pd.Index:
@@ -210,6 +209,8 @@ def _from_numpy(arr: np.ndarray, name: str) -> Series:
     if arr.ndim not in (1, 2):
         raise ValueError(f"{name}: expected a 1-D (time,) or 2-D (time, channels) array, got "
                          f"{describe(arr)}")
+    if len(arr) == 0:
+        raise ValueError(f"{name}: expected at least one time step, got an empty series")
     values = _numeric(arr.reshape(len(arr), -1), name)
     kind = "numpy1d" if arr.ndim == 1 else "numpy"
     columns = tuple(str(i) for i in range(values.shape[1]))
@@ -297,8 +298,8 @@ def _check_index(index: pd.Index, name: str) -> pd.Index:
         dup = index[index.duplicated()].unique()[:5].tolist()
         raise ValueError(f"{name}: duplicated time stamps {dup}")
     if not index.is_monotonic_increasing:
-        pos = int(np.flatnonzero(np.diff(index.asi8 if isinstance(index, pd.DatetimeIndex)
-                                         else index.to_numpy()) < 0)[0]) + 1
+        steps = np.diff(index.to_numpy())
+        pos = int(np.flatnonzero(steps < steps.dtype.type(0))[0]) + 1
         raise ValueError(f"{name}: time stamps must increase; position {pos} "
                          f"({index[pos]}) comes before its predecessor")
     if not isinstance(index, pd.DatetimeIndex):
@@ -318,16 +319,16 @@ def _with_freq(index: pd.DatetimeIndex, name: str) -> pd.DatetimeIndex:
     if len(index) < 3:
         raise ValueError(f"{name}: unknown frequency: {len(index)} time stamps cannot fix a "
                          f"frequency; pass at least 3 or a DatetimeIndex with freq set")
-    freq = pd.infer_freq(index)
-    if freq is None:
-        steps = np.diff(index.asi8)
-        common = np.bincount(np.unique(steps, return_inverse=True)[1]).argmax()
-        typical = np.unique(steps)[common]
+    inferred = pd.DatetimeIndex(index, freq="infer")
+    if inferred.freq is None:
+        steps = np.diff(index.to_numpy())  # timedelta64
+        kinds, counts = np.unique(steps, return_counts=True)
+        typical = kinds[counts.argmax()]
         pos = np.flatnonzero(steps != typical)[:5] + 1
         raise ValueError(f"{name}: irregular time stamps, unknown frequency: the usual step is "
-                         f"{pd.Timedelta(int(typical))} but the step changes before positions "
+                         f"{pd.Timedelta(typical)} but the step changes before positions "
                          f"{pos.tolist()} ({[str(index[p]) for p in pos]})")
-    return pd.DatetimeIndex(index, freq=freq)
+    return inferred
 
 
 def check_no_nan(values: np.ndarray, index: pd.Index, columns: tuple[str, ...], name: str

@@ -34,7 +34,7 @@ class _PerChannel(Forecaster):
         raise NotImplementedError
 
     def _fit(self, values, X, val):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True):  # statsmodels re-enables its own
             warnings.simplefilter("ignore")
             self.results_ = [self._model(values[:, c], X).fit(**self._fit_kwargs())
                              for c in range(values.shape[1])]
@@ -46,7 +46,7 @@ class _PerChannel(Forecaster):
         """Results conditioned on ``history`` with the fitted parameters."""
         if history is self.series_.values:
             return self.results_
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True):  # statsmodels re-enables its own
             warnings.simplefilter("ignore")
             return [self._condition(res, history[:, c], X_hist)
                     for c, res in enumerate(self.results_)]
@@ -55,12 +55,12 @@ class _PerChannel(Forecaster):
         raise NotImplementedError
 
     def _get_state(self):
-        return {f"params.{c}": torch.as_tensor(np.asarray(r.params, dtype=np.float64))
+        return {f"params.{c}": torch.tensor(np.asarray(r.params, dtype=np.float64))
                 for c, r in enumerate(self.results_)}, {}
 
     def _set_state(self, tensors, state):
         values, X = self.series_.values, self.X_
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True):  # statsmodels re-enables its own
             warnings.simplefilter("ignore")
             self.results_ = [self._from_params(values[:, c], X,
                                                tensors[f"params.{c}"].numpy())

@@ -1,0 +1,138 @@
+"""ETT long-horizon benchmark: seqprob forecasters beside the published figures (TARGETS.md).
+
+    python benchmarks/ett.py --datasets ETTh1 --lookbacks 336 --horizons 96 192 336 720 \
+        --models ridge dlinear mlp naive snaive
+
+Protocol (seqprob.forecasting.evaluate_ett): train [0, 8640), validation [8640 - L, 11520),
+test [11520 - L, 14400); z-score fitted on train; every test window (stride 1); multivariate
+(all 7 columns) unless --target names a column. Each model may list several configurations;
+the one with the lowest *validation* MSE is reported (test never chooses). Results are
+appended as JSON lines to --out so that partial runs are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from seqprob.cli.table import format_table
+from seqprob.forecasting import (
+    BACKBONES,
+    Naive,
+    NeuralForecaster,
+    RidgeForecaster,
+    SeasonalNaive,
+    evaluate_ett,
+)
+
+# Published test MSE, ETTh1 multivariate (TARGETS.md); ridge floor measured 2026-11-27.
+PUBLISHED = {
+    ("ETTh1", 336): {"DLinear": (0.375, 0.405, 0.439, 0.472),
+                     "ridge floor (TARGETS)": (0.370, 0.403, 0.427, 0.433)},
+    ("ETTh1", 672): {"AutoTimes": (0.360, 0.388, 0.401, 0.406),
+                     "AutoTimes w/o LLM": (0.365, 0.405, 0.429, 0.450)},
+}
+HORIZONS = (96, 192, 336, 720)
+
+
+# Training budget and learning-rate grid per backbone; validation MSE picks the rate.
+NEURAL = {"sparse": {"max_epochs": 30, "patience": 5, "rates": (0.02, 0.005)}}
+DEFAULT_NEURAL = {"max_epochs": 10, "patience": 3, "rates": (1e-3, 3e-3)}
+
+
+def neural(backbone: str):
+    setup = NEURAL.get(backbone, DEFAULT_NEURAL)
+
+    def configs(quiet: bool):
+        return [NeuralForecaster(backbone, max_epochs=setup["max_epochs"],
+                                 patience=setup["patience"], batch_size=256,
+                                 learning_rate=rate, verbose=not quiet)
+                for rate in setup["rates"]]
+    return configs
+
+
+MODELS = {
+    "ridge": lambda quiet: [RidgeForecaster()],
+    "naive": lambda quiet: [Naive()],
+    "snaive": lambda quiet: [SeasonalNaive(24)],
+    **{name: neural(name) for name in BACKBONES},
+}
+
+
+def run_one(dataset, lookback, horizon, model, target, quiet) -> dict:
+    best = None
+    total = 0.0
+    for config in MODELS[model](quiet):
+        result = evaluate_ett(dataset, config, lookback, horizon, target)
+        total += result["train_seconds"]
+        if best is None or result["val_mse"] < best["val_mse"]:
+            best = {**result, "config": {k: v for k, v in config.get_params().items()
+                                         if k in ("learning_rate", "backbone")}}
+    best["train_seconds_all_configs"] = total
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["ETTh1"])
+    parser.add_argument("--lookbacks", nargs="+", type=int, default=[336])
+    parser.add_argument("--horizons", nargs="+", type=int, default=list(HORIZONS))
+    parser.add_argument("--models", nargs="+", default=["ridge", "dlinear", "mlp", "naive",
+                                                         "snaive"], choices=sorted(MODELS))
+    parser.add_argument("--target", default=None, help="a column: univariate (default: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="benchmarks/ett_results.jsonl")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for dataset in args.datasets:
+        for lookback in args.lookbacks:
+            for horizon in args.horizons:
+                for model in args.models:
+                    start = time.perf_counter()
+                    res = run_one(dataset, lookback, horizon, model, args.target, args.quiet)
+                    res.update(dataset=dataset, lookback=lookback, horizon=horizon, model=model,
+                               target=args.target, wall_seconds=time.perf_counter() - start)
+                    with open(args.out, "a") as fh:
+                        fh.write(json.dumps(res) + "\n")
+                    print(f"{dataset} L={lookback} H={horizon} {model}: mse {res['mse']:.4f} "
+                          f"mae {res['mae']:.4f} val {res['val_mse']:.4f} "
+                          f"train {res['train_seconds']:.1f}s", flush=True)
+                    rows.append(res)
+    print(report(rows))
+
+
+def report(rows: list[dict]) -> str:
+    """Per-model table with the average over horizons and the published figures beside."""
+    lines = []
+    keys = sorted({(r["dataset"], r["lookback"]) for r in rows})
+    for dataset, lookback in keys:
+        sub = [r for r in rows if (r["dataset"], r["lookback"]) == (dataset, lookback)]
+        horizons = sorted({r["horizon"] for r in sub})
+        table = []
+        for model in dict.fromkeys(r["model"] for r in sub):
+            cells = {r["horizon"]: r for r in sub if r["model"] == model}
+            mses = [cells[h]["mse"] for h in horizons if h in cells]
+            maes = [cells[h]["mae"] for h in horizons if h in cells]
+            train = sum(cells[h]["train_seconds"] for h in cells)
+            table.append([model, *(f"{cells[h]['mse']:.3f} / {cells[h]['mae']:.3f}"
+                                   if h in cells else "-" for h in horizons),
+                          f"{sum(mses) / len(mses):.3f} / {sum(maes) / len(maes):.3f}",
+                          f"{train:.0f}"])
+        for name, figures in PUBLISHED.get((dataset, lookback), {}).items():
+            vals = [figures[HORIZONS.index(h)] for h in horizons if h in HORIZONS]
+            table.append([f"{name} (published)", *(f"{v:.3f}" for v in vals),
+                          f"{sum(vals) / len(vals):.3f}", ""])
+        lines.append(f"{dataset}, lookback {lookback}, test MSE / MAE (z-scored)")
+        lines.append(format_table(["model", *map(str, horizons), "average", "train s"],
+                                  table))
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""`seqprob forecast`, plots and the demo's forecasting section."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from matplotlib.figure import Figure
+
+from seqprob.cli import main
+from seqprob.forecasting import SeasonalNaive, ett_frame, plot_forecast
+
+
+@pytest.fixture
+def csv(tmp_path):
+    path = tmp_path / "ett.csv"
+    ett_frame("ETTh1").iloc[:200].reset_index().rename(columns={"time": "date"}).to_csv(
+        path, index=False)
+    return path
+
+
+def test_forecast_cli_writes_csv_with_quantiles_and_a_plot(csv, tmp_path, capsys):
+    out, png = tmp_path / "f.csv", tmp_path / "f.png"
+    code = main(["forecast", str(csv), "--columns", "OT", "HUFL", "--model", "snaive",
+                 "--horizon", "12", "--quantiles", "0.1", "0.9", "--backtest", "150",
+                 "--stride", "12", "--output", str(out), "--plot", str(png)])
+    assert code == 0
+    frame = pd.read_csv(out, index_col="time", parse_dates=True)
+    assert list(frame.columns) == ["OT", "HUFL", "OT_q0.1", "OT_q0.9", "HUFL_q0.1", "HUFL_q0.9"]
+    assert frame.index[0] == pd.Timestamp("2016-07-09 08:00")  # row 200 of the hourly file
+    expect = ett_frame("ETTh1")["OT"].to_numpy()[176:188]
+    np.testing.assert_allclose(frame["OT"], expect)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "backtest of snaive: 4 windows" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "f.backtest.csv")) == 4
+
+
+def test_forecast_cli_netcdf_in_and_out(tmp_path):
+    src, out = tmp_path / "in.nc", tmp_path / "out.nc"
+    xr.Dataset.from_dataframe(ett_frame("ETTh2").iloc[:120][["OT"]]).to_netcdf(src)
+    assert main(["forecast", str(src), "--model", "dlinear", "--lookback", "24",
+                 "--horizon", "6", "--epochs", "1", "--quantiles", "0.2", "0.8", "--quiet",
+                 "--output", str(out)]) == 0
+    ds = xr.load_dataset(out)
+    assert ds["OT"].sizes["time"] == 6 and ds["OT_quantiles"].dims == ("time", "quantile")
+
+
+def test_forecast_cli_errors(csv, capsys):
+    assert main(["forecast", str(csv), "--columns", "nope"]) == 2
+    assert "--columns" in capsys.readouterr().err
+    assert main(["forecast", str(csv), "--horizon", "0"]) == 2
+    assert "horizon" in capsys.readouterr().err
+    assert main(["forecast", "/no/such.csv"]) == 2
+
+
+def test_plot_forecast_draws_history_forecast_band_and_truth(tmp_path):
+    y = ett_frame("ETTh1")[["OT", "HUFL"]].iloc[:100]
+    model = SeasonalNaive(24).fit(y.iloc[:88])
+    q = model.predict_quantiles(12, [0.1, 0.9])
+    fig = plot_forecast(y.iloc[:88], model.predict(12), truth=y.iloc[88:],
+                        lower=q.xs(0.1, level="quantile", axis=1),
+                        upper=q.xs(0.9, level="quantile", axis=1), path=tmp_path / "p.png")
+    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels == ["history", "truth", "forecast"]
+    assert len(fig.axes[0].collections) == 1  # the band
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="both or neither"):
+        plot_forecast(y, model.predict(12), lower=q.xs(0.1, level="quantile", axis=1))
+    with pytest.raises(ValueError, match="2 channels"):
+        plot_forecast(y, model.predict(12)["OT"])
+
+
+@pytest.mark.slow
+def test_demo_forecasting_section(capsys, tmp_path, monkeypatch):
+    from seqprob.cli.demo import forecasting_tour
+
+    monkeypatch.chdir(tmp_path)
+    forecasting_tour(quiet=True)
+    out = capsys.readouterr().out
+    for name in ("neural", "ARIMA", "ETS", "Theta", "seasonal naive", "naive"):
+        assert name in out
+    assert (tmp_path / "seqprob-demo-forecast.png").exists()
