@@ -268,3 +268,22 @@ def test_smollm2_backbone_trains_and_forecasts():
     assert model.trainable_fraction_ < 0.01
     assert all(not p.requires_grad for p in lm.parameters())
     assert np.isfinite(model.predict(60)).all()
+
+
+def test_forecast_cli_runs_autotimes(lm, tmp_path):
+    from seqprob.cli import main
+
+    folder = tmp_path / "tiny-llama"
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    source, out = tmp_path / "series.csv", tmp_path / "forecast.csv"
+    _frame().reset_index().to_csv(source, index=False)
+    code = main(["forecast", str(source), "--model", "autotimes", "--lm", str(folder),
+                 "--segment-length", str(S), "--lookback", str(4 * S), "--horizon", "20",
+                 "--epochs", "1", "--max-steps", "3", "--quiet", "--output", str(out)])
+    assert code == 0
+    forecast = pd.read_csv(out, index_col="time", parse_dates=True)
+    assert forecast.shape == (20, 2)
+    assert forecast.index[0] == _frame().index[-1] + pd.Timedelta("1h")
+    assert main(["forecast", str(source), "--model", "autotimes", "--lm", str(folder),
+                 "--segment-length", str(S), "--lookback", str(4 * S + 1)]) == 2
