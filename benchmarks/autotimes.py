@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -39,13 +40,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lookback", type=int, default=672)
     p.add_argument("--segment-length", type=int, default=96)
     p.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
-    p.add_argument("--max-steps", type=int, default=80,
+    p.add_argument("--max-steps", type=int, default=60,
                    help="AutoTimes optimizer steps (0: no limit, --epochs epochs)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--val-windows", type=int, default=112)
-    p.add_argument("--test-stride", type=int, default=8)
+    p.add_argument("--test-stride", type=int, default=16)
     p.add_argument("--models", nargs="+", default=["autotimes", "nollm", "ridge", "dlinear"],
                    choices=["autotimes", "nollm", "ridge", "dlinear"])
     p.add_argument("--threads", type=int, default=1,
@@ -53,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", help="also write the rows as JSON lines here")
+    p.add_argument("--out", help="also append the rows as JSON lines here")
     return p.parse_args()
 
 
@@ -87,20 +88,31 @@ def per_horizon(args, name: str, model, stride: int) -> list[dict]:
 
 
 def run(args) -> list[dict]:
-    stride, rows = args.test_stride, []
+    """Every requested model's rows; each is printed (and appended to ``--out``) when done."""
+    stride, jobs = args.test_stride, []
     if "autotimes" in args.models:
-        rows += one_for_all(args, f"AutoTimes ({args.lm}, frozen)", autotimes(args, args.lm),
-                            stride)
+        jobs.append(lambda: one_for_all(args, f"AutoTimes ({args.lm}, frozen)",
+                                        autotimes(args, args.lm), stride))
     if "nollm" in args.models:
-        for s in sorted({stride, 1}):
-            rows += one_for_all(args, "AutoTimes w/o LLM (same projectors)",
-                                autotimes(args, None), s)
-    if "ridge" in args.models:
-        rows += per_horizon(args, "ridge (linear floor)", RidgeForecaster(), stride)
+        jobs += [lambda s=s: one_for_all(args, "AutoTimes w/o LLM (same projectors)",
+                                         autotimes(args, None), s)
+                 for s in sorted({stride, 1})]
     if "dlinear" in args.models:
-        rows += per_horizon(args, "DLinear", NeuralForecaster(
+        jobs.append(lambda: per_horizon(args, "DLinear", NeuralForecaster(
             "dlinear", max_epochs=args.epochs, batch_size=256, random_state=args.seed,
-            device=args.device, verbose=not args.quiet), stride)
+            device=args.device, verbose=not args.quiet), stride))
+    if "ridge" in args.models:
+        jobs.append(lambda: per_horizon(args, "ridge (linear floor)", RidgeForecaster(),
+                                        stride))
+    rows = []
+    for job in jobs:
+        done = job()
+        rows += done
+        for r in done:
+            print(json.dumps(r), flush=True)
+            if args.out:
+                with open(args.out, "a") as fh:
+                    fh.write(json.dumps(r) + "\n")
     return rows
 
 
@@ -129,11 +141,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = run(args)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in rows)
     print(table(rows, args.horizons))
-    print(f"total {time.perf_counter() - start:.0f} s; windows per horizon at stride "
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak memory {peak:.1f} GiB; total {time.perf_counter() - start:.0f} s; "
+          f"windows per horizon at stride "
           f"{args.test_stride}: " + ", ".join(
               f"{r['horizon']}: {r['windows']}" for r in rows
               if r["stride"] == args.test_stride and r["model"].startswith("AutoTimes w/o")))

@@ -103,6 +103,15 @@ def test_instance_normalization_makes_forecasts_affine_equivariant(fitted, scale
                                atol=1e-3 * max(scale, abs(shift)))
 
 
+def test_backtest_conditions_on_each_longer_history(lm):
+    y = _sines()
+    model = _model(lm, max_steps=2)
+    result = model.backtest(y, start=200, horizon=S, stride=16)
+    fitted = _model(lm, max_steps=2).fit(y[:200])
+    want = fitted.predict_windows(np.stack([y[t - 4 * S: t] for t in (200, 216, 232)]), S)
+    np.testing.assert_allclose(result.predictions, want, rtol=1e-5, atol=1e-6)
+
+
 def test_shorter_contexts_use_their_whole_segments(fitted):
     y = _sines()
     ragged = fitted.predict_windows(y[None, 100: 100 + 2 * S + 3], S)
