@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from seqprob.forecasting.autotimes import AutoTimesForecaster
+from seqprob.forecasting.autotimes_net import AutoTimesNet
 from seqprob.forecasting.timestamps import embed_texts, segment_texts, timestamp_embeddings
 from seqprob.lm import tiny_lm
 
@@ -57,6 +58,19 @@ def test_fit_freezes_the_llm_and_reports_the_trainable_fraction(fitted, lm):
     total = trainable + sum(p.numel() for p in lm.parameters())
     assert fitted.trainable_fraction_ == pytest.approx(trainable / total)
     assert 0 < fitted.trainable_fraction_ < 1
+
+
+def test_network_matches_transformers_and_trains_only_the_projectors(lm):
+    net = AutoTimesNet(lm, S, projector_hidden=16)
+    x = torch.randn(2, 3, S)
+    y, _ = net(x)
+    with torch.no_grad():  # oracle: the wrapped transformers model on the same embeddings
+        hidden = lm.model(inputs_embeds=net.encoder(x), output_hidden_states=True)
+        want = net.decoder(hidden.hidden_states[-1])
+    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-5)
+    y.square().sum().backward()  # gradients pass through the frozen LLM to the in-projector
+    assert all(p.grad is None for p in lm.parameters())
+    assert net.encoder[0].weight.grad.abs().sum() > 0
 
 
 def test_training_lowers_the_next_segment_error(fitted, lm):
