@@ -310,3 +310,14 @@ def test_forecast_cli_runs_autotimes(lm, tmp_path):
     assert forecast.index[0] == _frame().index[-1] + pd.Timedelta("1h")
     assert main(["forecast", str(source), "--model", "autotimes", "--lm", str(folder),
                  "--segment-length", str(S), "--lookback", str(4 * S + 1)]) == 2
+
+
+def test_evaluate_ett_horizons_matches_evaluate_ett_per_horizon():
+    from seqprob.forecasting import Naive, evaluate_ett, evaluate_ett_horizons
+
+    together = evaluate_ett_horizons("ETTh2", Naive(), 48, [24, 96], target="OT", stride=37)
+    for h in (24, 96):
+        alone = evaluate_ett("ETTh2", Naive(), 48, h, target="OT", stride=37)
+        assert together[h]["test_windows"] == alone["test_windows"]
+        assert together[h]["mse"] == pytest.approx(alone["mse"], rel=1e-12)
+        assert together[h]["mae"] == pytest.approx(alone["mae"], rel=1e-12)
