@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--lookback", type=int, default=672)
     p.add_argument("--segment-length", type=int, default=96)
     p.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
-    p.add_argument("--max-steps", type=int, default=60,
+    p.add_argument("--max-steps", type=int, default=150,
                    help="AutoTimes optimizer steps (0: no limit, --epochs epochs)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
