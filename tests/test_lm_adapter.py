@@ -137,3 +137,13 @@ def test_sliding_window_models_are_refused():
                            sliding_window=8)
     with pytest.raises(ValueError, match="sliding_attention"):
         TransformersLM(MistralForCausalLM(config), byte_tokenizer())
+
+
+@torch.no_grad()
+def test_prefill_gives_the_last_logits_of_run(lm):
+    ids, mask = _left_pad([[5, 6, 7, 8], [9, 10]])
+    logits, state = lm.prefill(ids, attention_mask=mask)
+    out = lm.run(input_ids=ids, attention_mask=mask)
+    torch.testing.assert_close(logits, out.logits[:, -1])
+    for (name, a), (_, b) in zip(state.named_tensors(), out.state.named_tensors(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from seqprob.cli import main
-from seqprob.lm import KNOWN_MODELS, generate, load, tiny_lm
-from seqprob.lm import loading
+from seqprob.lm import KNOWN_MODELS, generate, load, loading, tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,25 @@ def test_cli_generate_reports_bad_options(tiny_folder, tmp_path, capsys):
     assert "--prompts-file" in capsys.readouterr().err
     assert main(["generate", "--model", str(folder), "--prompt", "x", "--chat"]) == 2
     assert "chat template" in capsys.readouterr().err
+
+
+def test_importing_seqprob_lm_does_not_import_transformers():
+    code = "import sys, seqprob.lm; assert 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+def test_missing_transformers_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ImportError, match=r"pip install 'seqprob\[lm\]'"):
+        tiny_lm()
+
+
+def test_from_pretrained_casts_and_refuses_missing_folders(tiny_folder, tmp_path):
+    from seqprob.lm import TransformersLM
+
+    folder, _ = tiny_folder
+    lm = TransformersLM.from_pretrained(folder, dtype=torch.bfloat16, device="cpu")
+    assert lm.dtype == torch.bfloat16 and lm.init_state(2).keys[0].dtype == torch.bfloat16
+    assert generate(lm, ["hi"], 3).token_ids.shape == (1, 3)
+    with pytest.raises(ValueError, match="folder"):
+        TransformersLM.from_pretrained(tmp_path / "nowhere")

@@ -88,3 +88,11 @@ class LanguageModel(SequenceModel):
         """``x_t``: ``(batch,)`` ids -> logits ``(batch, vocab)`` and state."""
         out = self.run(input_ids=x_t[:, None], state=state)
         return out.logits[:, 0], out.state
+
+    def prefill(self, input_ids: Tensor, *, attention_mask: Tensor | None = None,
+                state: State | None = None) -> tuple[Tensor, State]:
+        """What decoding needs from a prompt ``(batch, length)``: the next-token logits
+        ``(batch, vocab)`` after its last position, and the state. Subclasses may skip the
+        other positions' logits and the hidden states."""
+        out = self.run(input_ids=input_ids, state=state, attention_mask=attention_mask)
+        return out.logits[:, -1], out.state

@@ -51,8 +51,8 @@ def beam_search(lm: LanguageModel, ids: Tensor, mask: Tensor, options: DecodingO
     batch, beams, steps = ids.shape[0], options.num_beams, options.max_new_tokens
     device = ids.device
     expand = torch.arange(batch, device=device).repeat_interleave(beams)          # (R)
-    out = lm.run(input_ids=ids, attention_mask=mask)
-    logits, state = out.logits[:, -1].index_select(0, expand), out.state.reorder(expand)
+    logits, state = lm.prefill(ids, attention_mask=mask)                          # (B V)
+    logits, state = logits.index_select(0, expand), state.reorder(expand)         # (R V)
     scorer = Scorer(processors, options, ids.index_select(0, expand))
     eos = torch.tensor(options.eos, dtype=torch.long, device=device)
     keep = min(max(2, 1 + len(options.eos)) * beams, beams * logits.shape[1])

@@ -80,8 +80,7 @@ def _decode(lm: LanguageModel, ids: Tensor, mask: Tensor, options: DecodingOptio
     model_lps = torch.zeros(batch, steps, device=ids.device)                      # (B T)
     done = torch.zeros(batch, dtype=torch.bool, device=ids.device)                # (B)
     lengths = torch.zeros(batch, dtype=torch.long, device=ids.device)             # (B)
-    out = lm.run(input_ids=ids, attention_mask=mask)
-    logits, state = out.logits[:, -1], out.state                                  # (B V)
+    logits, state = lm.prefill(ids, attention_mask=mask)                          # (B V)
     for t in range(steps):
         lp, model_lp = scorer(logits, t)                                          # (B V)
         if options.do_sample:

@@ -127,6 +127,25 @@ class TransformersLM(LanguageModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("run: pass exactly one of input_ids (batch, length) or "
                              "inputs_embeds (batch, length, hidden_size)")
+        out, new_state = self._call(input_ids, inputs_embeds, state, attention_mask, True,
+                                    logits)
+        return LMOutput(logits=out.logits.float(), hidden=out.hidden_states[-1],
+                        state=new_state)
+
+    def step(self, x_t: Tensor, state: KVState) -> tuple[Tensor, KVState]:
+        out, new_state = self._call(x_t[:, None], None, state, None, False)
+        return out.logits[:, 0].float(), new_state
+
+    def prefill(self, input_ids: Tensor, *, attention_mask: Tensor | None = None,
+                state: KVState | None = None) -> tuple[Tensor, KVState]:
+        out, new_state = self._call(input_ids, None, state, attention_mask, False)
+        return out.logits[:, -1].float(), new_state
+
+    def _call(self, input_ids: Tensor | None, inputs_embeds: Tensor | None,
+              state: KVState | None, attention_mask: Tensor | None, full: bool,
+              logits: bool = True) -> tuple[Any, KVState]:
+        """The wrapped model's output and the new state; ``full``: logits at every position
+        (none when not ``logits``) and hidden states, else only the last position's logits."""
         x = input_ids if input_ids is not None else inputs_embeds
         batch, length = x.shape[:2]
         if attention_mask is None:
@@ -143,14 +162,16 @@ class TransformersLM(LanguageModel):
         seen = 0 if state is None else state.mask.sum(1, keepdim=True)              # (B 1)
         positions = (seen + mask.cumsum(1) - 1).masked_fill(mask == 0, 0)           # (B L)
         cache = self._to_cache(state)
+        # Without padding anywhere, the model's own causal mask is the same and cheaper.
+        padded = not bool(full_mask.all())
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, cache=cache,
-                         attention_mask=full_mask, position_ids=positions, use_cache=True,
-                         output_hidden_states=True,
-                         **({} if logits else {"logits_to_keep": _NO_POSITIONS}))
+                         attention_mask=full_mask if padded else None, position_ids=positions,
+                         use_cache=True, output_hidden_states=full,
+                         logits_to_keep=(0 if logits else _NO_POSITIONS) if full else 1)
         new_state = KVState(keys=tuple(layer.keys for layer in out.cache.layers),
                             values=tuple(layer.values for layer in out.cache.layers),
                             mask=full_mask)
-        return LMOutput(logits=out.logits.float(), hidden=out.hidden_states[-1], state=new_state)
+        return out, new_state
 
     def _to_cache(self, state: KVState | None) -> Any:
         """A transformers ``DynamicCache`` holding ``state``'s tensors (no copy)."""

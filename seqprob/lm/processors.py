@@ -63,6 +63,7 @@ class BannedSequences(LogitsProcessor):
         self.sequences = seqs
         self.window = max(len(s) for s in seqs) - 1
         self._single = sorted({s[0] for s in seqs if len(s) == 1})
+        self._multi = [(torch.tensor(s[:-1]), s[-1]) for s in seqs if len(s) > 1]
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> RecentTokens:
         batch, length = prompt_ids.shape
@@ -73,11 +74,9 @@ class BannedSequences(LogitsProcessor):
     def process(self, log_probs: Tensor, state: RecentTokens) -> Tensor:
         banned = torch.zeros_like(log_probs, dtype=torch.bool)                    # (B V)
         banned[:, self._single] = True
-        for seq in self.sequences:
-            if len(seq) > 1:
-                prefix = torch.tensor(seq[:-1], device=log_probs.device)
-                hit = (state.tokens[:, self.window - len(prefix):] == prefix).all(1)  # (B)
-                banned[:, seq[-1]] |= hit
+        for prefix, last in self._multi:
+            recent = state.tokens[:, self.window - len(prefix):]                  # (B len-1)
+            banned[:, last] |= (recent == prefix.to(recent.device)).all(1)
         return log_probs.masked_fill(banned, float("-inf"))
 
     def advance(self, state: RecentTokens, tokens: Tensor) -> RecentTokens:
