@@ -6,8 +6,9 @@
 Protocol (seqprob.forecasting.evaluate_ett): train [0, 8640), validation [8640 - L, 11520),
 test [11520 - L, 14400); z-score fitted on train; every test window (stride 1); multivariate
 (all 7 columns) unless --target names a column. Each model may list several configurations;
-the one with the lowest *validation* MSE is reported (test never chooses). Results are
-appended as JSON lines to --out so that partial runs are kept.
+the one with the lowest *validation* MSE is reported (test never chooses). With --out each
+result is appended as a JSON line as soon as it is measured, so partial runs are kept;
+--report FILE... prints the table from such files without running anything.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -84,9 +86,17 @@ def main() -> None:
                                                          "snaive"], choices=sorted(MODELS))
     parser.add_argument("--target", default=None, help="a column: univariate (default: all)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="benchmarks/ett_results.jsonl")
+    parser.add_argument("--out", help="append each result as a JSON line to this file")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--report", nargs="+", metavar="JSONL",
+                        help="only print the table of earlier --out files")
     args = parser.parse_args()
+    if args.report:
+        rows = [json.loads(line) for path in args.report for line in Path(path).read_text(
+        ).splitlines() if line.strip()]
+        print(report(list({(r["dataset"], r["lookback"], r["horizon"], r["model"]): r
+                           for r in rows}.values())))
+        return
     torch.set_num_threads(args.threads)
     rows = []
     for dataset in args.datasets:
@@ -97,8 +107,9 @@ def main() -> None:
                     res = run_one(dataset, lookback, horizon, model, args.target, args.quiet)
                     res.update(dataset=dataset, lookback=lookback, horizon=horizon, model=model,
                                target=args.target, wall_seconds=time.perf_counter() - start)
-                    with open(args.out, "a") as fh:
-                        fh.write(json.dumps(res) + "\n")
+                    if args.out:
+                        with open(args.out, "a") as fh:
+                            fh.write(json.dumps(res) + "\n")
                     print(f"{dataset} L={lookback} H={horizon} {model}: mse {res['mse']:.4f} "
                           f"mae {res['mae']:.4f} val {res['val_mse']:.4f} "
                           f"train {res['train_seconds']:.1f}s", flush=True)

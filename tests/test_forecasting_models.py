@@ -13,6 +13,7 @@ from sklearn.base import clone
 import seqprob
 from seqprob.forecasting import (
     ARIMA,
+    BACKBONES,
     ETS,
     Naive,
     NeuralForecaster,
@@ -168,9 +169,11 @@ def test_neural_pandas_round_trip_quantiles_and_rollout():
         model.predict_samples(6, 10)
 
 
-def test_neural_learns_a_seasonal_signal_better_than_naive():
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_neural_learns_a_seasonal_signal_better_than_naive(loss):
     y = seasonal(n=600)
-    model = small_neural(max_epochs=15, quantiles=None, learning_rate=0.01).fit(y[:576])
+    model = small_neural(max_epochs=15, quantiles=None, learning_rate=0.01, loss=loss
+                         ).fit(y[:576])
     neural = M.mse(y[576:582], model.predict(6))
     naive = M.mse(y[576:582], Naive().fit(y[:576]).predict(6))
     assert neural < naive / 2
@@ -237,6 +240,8 @@ def test_neural_bad_input():
         small_neural().fit(np.arange(34.0))
     with pytest.raises(ValueError, match="backbone"):
         NeuralForecaster("transformer", verbose=False).fit(seasonal())
+    with pytest.raises(ValueError, match="loss: expected one of"):
+        small_neural(loss="l3").fit(seasonal())
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             small_neural(device="cuda").fit(seasonal())
@@ -308,3 +313,28 @@ def test_pyro_forecaster_samples_cover_the_truth_and_persist(tmp_path):
                                model.predict_samples(12, 50, random_state=3), rtol=1e-5)
     with pytest.raises(ValueError, match="refit=True"):
         PyroForecaster(12, num_steps=5).backtest(y, start=100, horizon=6, stride=6)
+
+
+# ---- backbones ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize(("lookback", "horizon", "channels", "outputs"),
+                         [(48, 12, 1, 1), (50, 13, 3, 4)])
+def test_backbone_contract_shapes(name, lookback, horizon, channels, outputs):
+    kwargs = {"period": 12} if name == "sparse" else {}
+    net = BACKBONES[name](lookback, horizon, channels, outputs, **kwargs)
+    out = net(torch.randn(5, lookback, channels))
+    assert out.shape == (5, horizon, channels, outputs)
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_sparse_linear_repeats_a_periodic_signal_exactly():
+    """With the aggregation off and identity-like weights, each phase copies its last value."""
+    net = BACKBONES["sparse"](48, 30, 1, 1, period=12)
+    with torch.no_grad():
+        net.aggregate.weight.zero_()
+        net.linear.weight.zero_()
+        net.linear.weight[:, -1] = 1.0  # every future period = the last period
+    x = torch.sin(torch.arange(48.0) * 2 * torch.pi / 12)[None, :, None]
+    expect = torch.sin(torch.arange(48.0, 78.0) * 2 * torch.pi / 12)
+    torch.testing.assert_close(net(x)[0, :, 0, 0], expect, atol=1e-5, rtol=0)

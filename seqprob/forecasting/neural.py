@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from seqprob.core.device import resolve_device
 from seqprob.core.persist import register
-from seqprob.core.validation import check_float, check_int
+from seqprob.core.validation import check_choice, check_float, check_int
 from seqprob.forecasting.backbones import BACKBONES
 from seqprob.forecasting.base import Forecaster, check_levels
 from seqprob.forecasting.windows import StandardScaler, WindowDataset
@@ -66,6 +67,9 @@ def pinball_loss(target: Tensor, quantiles: Tensor, levels: Tensor) -> Tensor:
     return torch.maximum(levels * diff, (levels - 1) * diff).mean()
 
 
+POINT_LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+
+
 @register
 class NeuralForecaster(Forecaster):
     """A neural forecaster with a pluggable backbone.
@@ -79,6 +83,8 @@ class NeuralForecaster(Forecaster):
         DLinear style); False feeds all channels together.
     revin : instance normalization of each context.
     quantiles : None (point only) or levels in (0, 1) for a quantile head.
+    loss : the point output's training loss, "mse", "mae" or "huber" (early stopping always
+        uses the validation MSE).
     validation_fraction : share of the history held out for early stopping when ``fit`` gets
         no ``y_val`` (0 disables early stopping).
     device : "cpu", "cuda", "auto".
@@ -86,7 +92,8 @@ class NeuralForecaster(Forecaster):
 
     def __init__(self, backbone: Any = "dlinear", *, backbone_kwargs: dict | None = None,
                  lookback: int = 96, horizon: int = 24, channel_independent: bool = True,
-                 revin: bool = True, quantiles: Any = None, max_epochs: int = 20,
+                 revin: bool = True, quantiles: Any = None, loss: str = "mse",
+                 max_epochs: int = 20,
                  batch_size: int = 256, learning_rate: float = 1e-3, weight_decay: float = 0.0,
                  patience: int = 3, validation_fraction: float = 0.2,
                  max_batches_per_epoch: int | None = None, device: str = "cpu",
@@ -98,6 +105,7 @@ class NeuralForecaster(Forecaster):
         self.channel_independent = channel_independent
         self.revin = revin
         self.quantiles = quantiles
+        self.loss = loss
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -156,6 +164,7 @@ class NeuralForecaster(Forecaster):
     # ---- training ----------------------------------------------------------------------
     def _fit(self, values, X, val):
         check_int(self.horizon, "horizon", minimum=1)
+        check_choice(self.loss, "loss", tuple(POINT_LOSSES))
         batch_size = check_int(self.batch_size, "batch_size", minimum=1)
         train, val = self._split(values, val)
         self.scaler_ = StandardScaler().fit(train)
@@ -199,7 +208,7 @@ class NeuralForecaster(Forecaster):
         return self.backbone if isinstance(self.backbone, str) else self.backbone.__name__
 
     def _loss(self, out: Tensor, target: Tensor, levels: Tensor) -> Tensor:
-        loss = torch.mean((out[..., 0] - target) ** 2)
+        loss = POINT_LOSSES[self.loss](out[..., 0], target)
         if len(levels):
             loss = loss + pinball_loss(target, out[..., 1:], levels)
         return loss
