@@ -17,6 +17,7 @@ from seqprob.forecasting import (
     ARIMA,
     BACKBONES,
     ETS,
+    AutoTimesForecaster,
     Naive,
     NeuralForecaster,
     PyroForecaster,
@@ -28,7 +29,7 @@ from seqprob.forecasting import (
 from seqprob.forecasting.backbones import SSM_BACKBONE_NAMES
 
 NEURAL = (*BACKBONES, *SSM_BACKBONE_NAMES)
-MODELS = ("naive", "snaive", "arima", "ets", "theta", "ridge", "pyro", *NEURAL)
+MODELS = ("naive", "snaive", "arima", "ets", "theta", "ridge", "pyro", "autotimes", *NEURAL)
 
 
 def build_model(args: argparse.Namespace):
@@ -45,6 +46,10 @@ def build_model(args: argparse.Namespace):
         "theta": lambda: Theta(period=m if m > 1 else None),
         "ridge": lambda: RidgeForecaster(args.lookback, args.horizon),
         "pyro": lambda: PyroForecaster(m, num_steps=args.epochs * 50, random_state=args.seed),
+        "autotimes": lambda: AutoTimesForecaster(
+            args.lm, segment_length=args.segment_length, lookback=args.lookback,
+            max_epochs=args.epochs, max_steps=args.max_steps, device=args.device,
+            random_state=args.seed, verbose=not args.quiet),
         **{name: (lambda name=name: NeuralForecaster(name, **neural)) for name in NEURAL},
     }
     return factories[args.model]()
@@ -97,6 +102,11 @@ def register(subparsers) -> None:
     p.add_argument("--refit", action="store_true", help="backtest: refit at every window")
     p.add_argument("--output", help="forecast file (.csv or .nc)")
     p.add_argument("--plot", help="PNG file for the forecast plot")
+    p.add_argument("--lm", default="smollm2-135m",
+                   help="autotimes: the frozen LLM (seqprob.lm.load name or local folder)")
+    p.add_argument("--segment-length", type=int, default=24,
+                   help="autotimes: rows per segment; --lookback must be a multiple")
+    p.add_argument("--max-steps", type=int, help="autotimes: at most this many training steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -6,11 +6,12 @@ Every model follows :class:`Forecaster` (scikit-learn style ``fit(y, X=None)``,
 """
 
 from seqprob.forecasting import metrics
+from seqprob.forecasting.autotimes import AutoTimesForecaster
 from seqprob.forecasting.backbones import BACKBONES, DLinear, Linear
 from seqprob.forecasting.base import Backtest, Forecaster
 from seqprob.forecasting.baselines import Naive, SeasonalNaive
 from seqprob.forecasting.datasets import ett_frame, load_ett
-from seqprob.forecasting.evaluation import evaluate_ett
+from seqprob.forecasting.evaluation import evaluate_ett, evaluate_ett_horizons
 from seqprob.forecasting.linear import RidgeForecaster
 from seqprob.forecasting.neural import NeuralForecaster
 from seqprob.forecasting.parallel import backtest_many, fit_many
@@ -24,6 +25,7 @@ __all__ = [
     "ARIMA",
     "BACKBONES",
     "ETS",
+    "AutoTimesForecaster",
     "Backtest",
     "DLinear",
     "Forecaster",
@@ -42,6 +44,7 @@ __all__ = [
     "ett_frame",
     "ett_split",
     "evaluate_ett",
+    "evaluate_ett_horizons",
     "fit_many",
     "load_ett",
     "metrics",

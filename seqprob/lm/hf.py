@@ -13,6 +13,7 @@ from torch import Tensor
 from seqprob.core import LanguageModel, LMOutput, State
 
 INSTALL_LM = "pip install 'seqprob[lm]'"
+_NO_POSITIONS = torch.empty(0, dtype=torch.long)  # logits_to_keep selecting no position
 
 
 def require_transformers() -> Any:
@@ -119,11 +120,15 @@ class TransformersLM(LanguageModel):
                        mask=torch.zeros(batch_size, 0, dtype=torch.long, device=device))
 
     def run(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
-            state: KVState | None = None, attention_mask: Tensor | None = None) -> LMOutput:
+            state: KVState | None = None, attention_mask: Tensor | None = None,
+            logits: bool = True) -> LMOutput:
+        """See :meth:`LanguageModel.run`; ``logits=False`` skips the vocabulary projection
+        (the output's ``logits`` then has length 0) for callers that need only ``hidden``."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("run: pass exactly one of input_ids (batch, length) or "
                              "inputs_embeds (batch, length, hidden_size)")
-        out, new_state = self._call(input_ids, inputs_embeds, state, attention_mask, True)
+        out, new_state = self._call(input_ids, inputs_embeds, state, attention_mask, True,
+                                    logits)
         return LMOutput(logits=out.logits.float(), hidden=out.hidden_states[-1],
                         state=new_state)
 
@@ -137,10 +142,10 @@ class TransformersLM(LanguageModel):
         return out.logits[:, -1].float(), new_state
 
     def _call(self, input_ids: Tensor | None, inputs_embeds: Tensor | None,
-              state: KVState | None, attention_mask: Tensor | None, full: bool
-              ) -> tuple[Any, KVState]:
+              state: KVState | None, attention_mask: Tensor | None, full: bool,
+              logits: bool = True) -> tuple[Any, KVState]:
         """The wrapped model's output and the new state; ``full``: logits at every position
-        and hidden states, else only the last position's logits."""
+        (none when not ``logits``) and hidden states, else only the last position's logits."""
         x = input_ids if input_ids is not None else inputs_embeds
         batch, length = x.shape[:2]
         if attention_mask is None:
@@ -162,7 +167,7 @@ class TransformersLM(LanguageModel):
         out = self.model(input_ids=input_ids, inputs_embeds=inputs_embeds, cache=cache,
                          attention_mask=full_mask if padded else None, position_ids=positions,
                          use_cache=True, output_hidden_states=full,
-                         logits_to_keep=0 if full else 1)
+                         logits_to_keep=(0 if logits else _NO_POSITIONS) if full else 1)
         new_state = KVState(keys=tuple(layer.keys for layer in out.cache.layers),
                             values=tuple(layer.values for layer in out.cache.layers),
                             mask=full_mask)
