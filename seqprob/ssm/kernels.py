@@ -248,8 +248,8 @@ def companion_kernel(a: Tensor, b: Tensor, c_tilde: Tensor, length: int) -> Tens
 
 
 class CompanionKernel(nn.Module):
-    """SpaceTime's companion SSM kernel for lengths ``<= l_max``; parameters ``a`` (last
-    column), ``b``, ``C~ = C (I - A^l_max)``. With ``taps`` given, a fixed FIR filter
+    """SpaceTime's companion SSM kernel for lengths ``<= l_max``; parameters ``a_raw`` (the
+    last column, normalized), ``b``, ``C~ = C (I - A^l_max)``. With ``taps`` given, a fixed FIR filter
     (``a = 0``, ``b = e_1``, ``C = taps``): the preprocessing SSMs (differencing, moving
     average residuals)."""
 
@@ -264,15 +264,21 @@ class CompanionKernel(nn.Module):
             if taps.shape != (d_model, d_state):
                 raise ValueError(f"taps: expected shape ({d_model}, {d_state}), got "
                                  f"{tuple(taps.shape)}")
-            self.register_buffer("a", torch.zeros(d_model, d_state))
+            self.register_buffer("a_raw", torch.zeros(d_model, d_state))
             self.register_buffer("b", torch.eye(d_state)[0].repeat(d_model, 1))
             self.register_buffer("c_tilde", taps.float().clone())
             return
         gen = _generator(random_state)
-        self.a = nn.Parameter(torch.randn(d_model, d_state, generator=gen) / d_state)
+        self.a_raw = nn.Parameter(torch.randn(d_model, d_state, generator=gen) / d_state)
         self.b = nn.Parameter(torch.randn(d_model, d_state, generator=gen) / math.sqrt(d_state))
         self.c_tilde = nn.Parameter(torch.randn(d_model, d_state, generator=gen)
                                     / math.sqrt(d_state))
+
+    @property
+    def a(self) -> Tensor:
+        """The last column ``a_raw / (1 + ||a_raw||_1)``: ``||a||_1 < 1`` keeps every eigenvalue
+        of ``A`` inside the unit disk (stable, and ``I - A^l`` invertible)."""
+        return self.a_raw / (1 + self.a_raw.abs().sum(-1, keepdim=True))
 
     def forward(self, length: int) -> Tensor:
         return companion_kernel(self.a, self.b, self.c_tilde, self.max_length)[..., :length]
