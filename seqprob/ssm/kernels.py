@@ -176,7 +176,8 @@ class DPLRKernel(nn.Module):
         size = chunk_size(freqs, 4 * heads * n)
         out = []
         for start in range(0, freqs, size):
-            k = torch.arange(start, min(freqs, start + size), device=lam.device)
+            k = torch.arange(start, min(freqs, start + size), device=lam.device,
+                             dtype=dt.dtype)
             z = torch.exp(-2j * math.pi * k / self.max_length)                      # (F)
             alpha = (1 - z)[None] / dt[:, None]                                     # (H F)
             beta = (1 + z) / 2                                                      # (F)
@@ -238,7 +239,8 @@ def companion_kernel(a: Tensor, b: Tensor, c_tilde: Tensor, length: int) -> Tens
     roots of unity by FFT and inverted by ``irfft``. ``a, b`` ``(H, d)``; ``c_tilde``
     ``(..., H, d)`` (the folded ``C (I - A^length)``).
     """
-    z = torch.exp(-2j * math.pi * torch.arange(length // 2 + 1, device=a.device) / length)
+    k = torch.arange(length // 2 + 1, device=a.device, dtype=a.dtype)
+    z = torch.exp(-2j * math.pi * k / length)
     cb = _poly_at_roots(_correlate(c_tilde, b), length)
     ca = _poly_at_roots(_correlate(c_tilde, a), length)
     eb = _poly_at_roots(b.flip(-1), length)
