@@ -82,7 +82,9 @@ def test_hippo_nplr_reconstructs_legs():
     want = torch.sort(torch.linalg.eigvals(legs).imag).values
     got = torch.sort(torch.linalg.eigvals(a_eig).imag).values
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
-    assert torch.allclose(torch.linalg.eigvals(legs).real.sum(), torch.linalg.eigvals(a_eig).real.sum())
+    torch.testing.assert_close(torch.linalg.eigvals(a_eig).real.sum(), torch.trace(legs))
+    # The basis change is unitary: B keeps its norm, sum (2n + 1) = N^2.
+    torch.testing.assert_close(2 * b.abs().square().sum(), torch.tensor(n * n, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("l_max,length", [(32, 32), (31, 20), (64, 64)])

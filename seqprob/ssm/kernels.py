@@ -208,7 +208,7 @@ class DPLRKernel(nn.Module):
 
 
 def companion_matrix(a: Tensor) -> Tensor:
-    """Shift matrix (ones below the diagonal) with last column ``a``: ``(H, d)`` -> ``(H, d, d)``."""
+    """Shift (ones below the diagonal) with last column ``a``: ``(H, d)`` -> ``(H, d, d)``."""
     d = a.shape[-1]
     shift = torch.diag(torch.ones(d - 1, dtype=a.dtype, device=a.device), -1)
     return torch.cat([shift[:, :-1].expand(*a.shape[:-1], d, d - 1), a[..., None]], -1)
@@ -251,9 +251,9 @@ def companion_kernel(a: Tensor, b: Tensor, c_tilde: Tensor, length: int) -> Tens
 
 class CompanionKernel(nn.Module):
     """SpaceTime's companion SSM kernel for lengths ``<= l_max``; parameters ``a_raw`` (the
-    last column, normalized), ``b``, ``C~ = C (I - A^l_max)``. With ``taps`` given, a fixed FIR filter
-    (``a = 0``, ``b = e_1``, ``C = taps``): the preprocessing SSMs (differencing, moving
-    average residuals)."""
+    last column, normalized), ``b``, ``C~ = C (I - A^l_max)``. With ``taps`` given, a fixed
+    FIR filter (``a = 0``, ``b = e_1``, ``C = taps``): the preprocessing SSMs (differencing,
+    moving average residuals)."""
 
     def __init__(self, d_model: int, d_state: int = 64, *, l_max: int = 1024,
                  taps: Tensor | None = None, random_state: int | None = None):

@@ -77,7 +77,8 @@ def chunk_size(length: int, per_position: int) -> int:
 
 
 def fft_conv(u: Tensor, k: Tensor) -> Tensor:
-    """Causal convolution ``y_t = sum_{s<=t} k_s u_{t-s}``: ``u`` ``(B, H, L)``, ``k`` ``(H, L)``."""
+    """Causal convolution ``y_t = sum_{s<=t} k_s u_{t-s}``; ``u`` ``(B, H, L)``, ``k`` ``(H, L)``.
+    """
     length = u.shape[-1]
     n = 1 << math.ceil(math.log2(max(2 * length, 2)))
     y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)  # (B H n)

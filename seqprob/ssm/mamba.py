@@ -104,7 +104,8 @@ class Mamba(SequenceModel, Persistable):
                            "Mamba")
 
     def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``u`` ``(B, L, d_inner)`` -> raw ``delta`` ``(B, d_inner, L)``, ``B, C`` ``(B, N, L)``."""
+        """``u`` ``(B, L, d_inner)`` -> raw ``delta`` ``(B, d_inner, L)``, ``B, C`` ``(B, N, L)``.
+        """
         dt, b, c = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         return self.dt_proj.weight @ dt.mT, b.mT, c.mT
 
