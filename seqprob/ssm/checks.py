@@ -30,7 +30,8 @@ def check_step_input(x_t: Tensor, name: str, d_model: int) -> Tensor:
 
 
 def check_state(state: State, expected: State, owner: str) -> State:
-    """``state`` must have the class and the tensor shapes of ``expected`` (``init_state``)."""
+    """``state`` must have the class and the tensor shapes of ``expected`` (``init_state``,
+    typically on the ``meta`` device: shapes without memory)."""
     if not isinstance(state, type(expected)):
         raise TypeError(f"state: expected a {type(expected).__name__} from {owner}.init_state, "
                         f"got {type(state).__name__}")

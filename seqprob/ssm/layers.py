@@ -54,7 +54,7 @@ class LTISSM(SequenceModel, Persistable):
     def _checked_state(self, state: State | None, batch: int) -> SSMState | None:
         if state is None:
             return None
-        return check_state(state, self.init_state(batch, device=self.D.device),
+        return check_state(state, self.init_state(batch, device="meta"),
                            type(self).__name__)
 
     def forward(self, x: Tensor, state: State | None = None, *, mask: Tensor | None = None

@@ -99,9 +99,7 @@ class Mamba(SequenceModel, Persistable):
     def _checked_state(self, state: State | None, batch: int) -> MambaState | None:
         if state is None:
             return None
-        return check_state(state, self.init_state(batch, dtype=state.conv.dtype
-                                                  if isinstance(state, MambaState) else None),
-                           "Mamba")
+        return check_state(state, self.init_state(batch, device="meta"), "Mamba")
 
     def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u`` ``(B, L, d_inner)`` -> raw ``delta`` ``(B, d_inner, L)``, ``B, C`` ``(B, N, L)``.

@@ -110,8 +110,9 @@ class SpaceTimeEncoder(SequenceModel):
                                        for b in self.blocks))
 
     def _checked(self, state: State | None, batch: int, device: Any) -> EncoderState:
-        expected = self.init_state(batch, device=device)
-        return expected if state is None else check_state(state, expected, "SpaceTimeEncoder")
+        if state is None:
+            return self.init_state(batch, device=device)
+        return check_state(state, self.init_state(batch, device="meta"), "SpaceTimeEncoder")
 
     def _views(self, x: Tensor, pre: Tensor | None) -> Tensor:
         """The raw input and its preprocessed copies, ``(..., d_input * n_views)``."""
