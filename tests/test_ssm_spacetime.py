@@ -142,11 +142,10 @@ def test_spacetime_reaches_the_ar_noise_floor(p):
     windows = series.unfold(0, LOOKBACK + HORIZON, 1)[:, :, None]        # (n, L + H, 1)
     train, test = windows[:6000], windows[6100:]
     torch.manual_seed(0)
-    model = SpaceTime(1, LOOKBACK, HORIZON, d_model=16, d_state=8, n_layers=1,
-                      random_state=0)
-    _fit(model, train, _spacetime_step, 250, gen)
+    model = SpaceTime(1, LOOKBACK, HORIZON, d_model=8, d_state=8, n_layers=1, random_state=0)
+    _fit(model, train, _spacetime_step, 200, gen)
     s4d = _S4DForecaster()
-    _fit(s4d, train, _s4d_step, 250, gen)
+    _fit(s4d, train, _s4d_step, 200, gen)
     with torch.no_grad():
         err = _spacetime_step(model, test, train=False).item()
         err_s4d = _s4d_step(s4d, test, train=False).item()

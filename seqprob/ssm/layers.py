@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from seqprob.core.contract import SequenceModel, State
 from seqprob.core.persist import Persistable, register
-from seqprob.core.validation import check_shape
+from seqprob.core.validation import check_int, check_shape
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
 from seqprob.ssm.kernels import CompanionKernel, DPLRKernel, S4DKernel
 from seqprob.ssm.lti import fft_conv, final_state, recurrence_step, state_response
@@ -113,7 +113,7 @@ class S4D(LTISSM):
                             l_max=l_max, random_state=random_state)
         self.kernel = S4DKernel(d_model, d_state, init=init, discretization=discretization,
                                 dt_min=dt_min, dt_max=dt_max, random_state=random_state)
-        self.kernel.max_length = l_max
+        self.kernel.max_length = None if l_max is None else check_int(l_max, "l_max", minimum=1)
         self.post = GatedOutput(d_model)
 
     def get_config(self) -> dict[str, Any]:
