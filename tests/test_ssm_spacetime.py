@@ -127,15 +127,25 @@ def _s4d_step(model, batch, train):
     return F.mse_loss(pred[:, -1], batch[:, LOOKBACK])
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny ops: one thread avoids spin-waiting on a shared machine (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("p", [1, 2, 3, 4])
-def test_spacetime_reaches_the_ar_noise_floor(p):
+def test_spacetime_reaches_the_ar_noise_floor(p, one_thread):
     """One-step MSE on held-out AR(p) windows (noise variance 1) within 10% of the floor.
 
-    Measured on the shared 2-core machine (600 Adam steps each, same data and budget):
-    SpaceTime one-step MSE 1.01-1.05 for p = 1..4; an S4D layer (16 channels, N = 16)
-    between linear maps reaches 1.03-1.10 — both near the floor on AR data; the test
-    asserts SpaceTime's bound and only reports S4D's figure (printed with -s).
+    Measured on the shared 2-core machine (200 Adam steps each, same data and budget):
+    SpaceTime one-step MSE 0.984 / 0.989 / 1.047 / 1.04 for p = 1 / 2 / 3 / 4; an S4D layer
+    (16 channels, N = 16) between linear maps reaches 0.983 / 1.078 / 1.110 / (see -s) —
+    near the floor on AR(1), above it as p grows. The test asserts SpaceTime's bound and
+    prints S4D's figure (run with -s).
     """
     gen = torch.Generator().manual_seed(p)
     series = _ar_series(AR[p], 8000, gen)
