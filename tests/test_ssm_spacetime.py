@@ -142,8 +142,8 @@ def test_spacetime_reaches_the_ar_noise_floor(p, one_thread):
     """One-step MSE on held-out AR(p) windows (noise variance 1) within 10% of the floor.
 
     Measured on the shared 2-core machine (200 Adam steps each, same data and budget):
-    SpaceTime one-step MSE 0.984 / 0.989 / 1.047 / 1.04 for p = 1 / 2 / 3 / 4; an S4D layer
-    (16 channels, N = 16) between linear maps reaches 0.983 / 1.078 / 1.110 / (see -s) —
+    SpaceTime one-step MSE 0.984 / 0.989 / 1.047 / 1.044 for p = 1 / 2 / 3 / 4; an S4D layer
+    (16 channels, N = 16) between linear maps reaches 0.983 / 1.078 / 1.110 / 1.160 —
     near the floor on AR(1), above it as p grows. The test asserts SpaceTime's bound and
     prints S4D's figure (run with -s).
     """
