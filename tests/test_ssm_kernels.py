@@ -104,7 +104,7 @@ def test_dplr_kernel_equals_dense_matrix_kernel(l_max, length):
 
 
 @given(d=st.integers(1, 9), length=st.integers(1, 40), seed=st.integers(0, 100))
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @torch.no_grad()
 def test_companion_fast_kernel_equals_dense_krylov(d, length, seed):
     kern = CompanionKernel(2, d, l_max=length, random_state=seed).double()
