@@ -1,6 +1,6 @@
 """Train a small byte-level Mamba language model on CPU, plot its loss, save it, sample it.
 
-    python examples/train_mamba_lm.py --minutes 3 --out runs/mamba_lm
+    python examples/train_mamba_lm.py --minutes 3 --threads 1 --out runs/mamba_lm
 
 The text is Python's own license, ``LICENSE.txt`` of the running interpreter (about 14 kB
 of English prose that ships with every CPython install); where a distribution leaves that
@@ -9,6 +9,10 @@ script prints which.
 
 Outputs in ``--out``: ``loss.png`` (training loss per step, bits per byte), the model
 ``mamba_lm.safetensors`` (``seqprob.load`` reads it back) and ``samples.txt``.
+
+Measured on the shared 2-core machine (busy; one thread), 3 minutes: 946 steps, training
+loss from 8.0 to 0.49 bits per byte — the model nearly memorizes the 14 kB text, and samples
+are recognizable license phrases ("ANY DERIVATIVE THEREOF, EVEN IF ADVISED OF THE ...").
 
 Swapping in S4D blocks: pass ``--mixer s4d``. The residual stack stays the same
 (``h + mixer(RMSNorm(h))``) and every Mamba block becomes an ``seqprob.ssm.S4D`` layer
@@ -96,14 +100,18 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("runs/mamba_lm"))
     parser.add_argument("--mixer", choices=("mamba", "s4d"), default="mamba")
-    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is fastest on a busy shared machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     text, source = training_text()
     print(f"training text: {source} ({len(text.encode())} bytes)")
