@@ -26,14 +26,14 @@ demo: $(STAMP)
 	$(BIN)/seqprob demo
 
 test: $(STAMP)
-	$(BIN)/ruff check seqprob tests benchmarks examples
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not slow or ci" -n 2
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m "slow" -n 2
 
 lint: $(STAMP)
-	$(BIN)/ruff check seqprob tests benchmarks examples
+	$(BIN)/ruff check .
 
 bench-scan: $(STAMP)
 	$(BIN)/python benchmarks/scan.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import time
 
 import torch
@@ -11,8 +13,19 @@ from seqprob.cli.table import format_table
 from seqprob.core import scan
 
 
+def _mambapy_runner(u, delta, A, B, C):
+    """mambapy's pscan selective scan on (batch, length, dim) copies, or None if not installed."""
+    if importlib.util.find_spec("mambapy") is None:
+        return None
+    from seqprob.kernels.peers import mambapy_selective_scan
+    x, dt = u.transpose(1, 2).contiguous(), delta.transpose(1, 2).contiguous()
+    Bt, Ct = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()
+    zeros = torch.zeros(u.shape[1])
+    return lambda: mambapy_selective_scan(x, dt, A, Bt, Ct, zeros).transpose(1, 2)
+
+
 def scan_tour(quiet: bool) -> None:
-    """Time every available selective-scan backend against the reference on one shape."""
+    """Time every available selective-scan backend (and mambapy's pscan) against the reference."""
     batch, dim, length, n = 1, 256, 512, 16
     g = torch.Generator().manual_seed(0)
     u = torch.randn(batch, dim, length, generator=g)
@@ -21,18 +34,23 @@ def scan_tour(quiet: bool) -> None:
     B = torch.randn(batch, n, length, generator=g)
     C = torch.randn(batch, n, length, generator=g)
     print(f"Selective scan, forward, fp32, batch={batch} dim={dim} length={length} N={n}")
-    names = [name for name, ok, _ in scan.backend_status() if ok and name in scan.BACKENDS]
-    results, rows = {}, []
-    for name in tqdm(names, desc="scan backends", disable=quiet, leave=False):
-        scan.selective_scan(u, delta, A, B, C, backend=name)  # warm-up (compilation)
-        start = time.perf_counter()
-        results[name] = scan.selective_scan(u, delta, A, B, C, backend=name)
-        results[name + "_s"] = time.perf_counter() - start
-    ref_s = results["reference_s"]
-    for name in names:
-        err = (results[name] - results["reference"]).abs().max().item()
-        rows.append((name, f"{results[name + '_s'] * 1e3:.1f} ms",
-                     f"{ref_s / results[name + '_s']:.1f}x", f"{err:.1e}"))
+    runners = {name: functools.partial(scan.selective_scan, u, delta, A, B, C, backend=name)
+               for name, ok, _ in scan.backend_status() if ok and name in scan.BACKENDS}
+    mambapy = _mambapy_runner(u, delta, A, B, C)
+    if mambapy is not None:
+        runners["mambapy pscan (peer)"] = mambapy
+    outputs, seconds = {}, {}
+    with torch.no_grad():
+        for name, run in tqdm(runners.items(), desc="scan backends", disable=quiet,
+                              leave=False):
+            run()  # warm-up (compilation)
+            start = time.perf_counter()
+            outputs[name] = run()
+            seconds[name] = time.perf_counter() - start
+    rows = [(name, f"{seconds[name] * 1e3:.1f} ms",
+             f"{seconds['reference'] / seconds[name]:.1f}x",
+             f"{(outputs[name] - outputs['reference']).abs().max().item():.1e}")
+            for name in runners]
     print(format_table(["backend", "time", "speed-up vs reference", "max |diff|"], rows))
 
 

@@ -12,6 +12,7 @@ import abc
 import dataclasses
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from seqprob.core.contract import SequenceModel, State
@@ -46,6 +47,27 @@ class LanguageModel(SequenceModel):
     def hidden_size(self) -> int:
         """Width of the input embeddings and last hidden states."""
 
+    @property
+    def context_length(self) -> int | None:
+        """Most positions one sequence may hold (prompt and new tokens); ``None``: unbounded."""
+        return None
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """Tokens that end a generated sequence (the tokenizer's EOS unless overridden)."""
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return () if eos is None else (int(eos),)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters."""
+        return next(p.dtype for p in self.parameters() if p.is_floating_point())
+
     @abc.abstractmethod
     def embed(self, input_ids: Tensor) -> Tensor:
         """Input embeddings ``(batch, length, hidden_size)`` of ``input_ids`` ``(batch, len)``."""
@@ -66,3 +88,11 @@ class LanguageModel(SequenceModel):
         """``x_t``: ``(batch,)`` ids -> logits ``(batch, vocab)`` and state."""
         out = self.run(input_ids=x_t[:, None], state=state)
         return out.logits[:, 0], out.state
+
+    def prefill(self, input_ids: Tensor, *, attention_mask: Tensor | None = None,
+                state: State | None = None) -> tuple[Tensor, State]:
+        """What decoding needs from a prompt ``(batch, length)``: the next-token logits
+        ``(batch, vocab)`` after its last position, and the state. Subclasses may skip the
+        other positions' logits and the hidden states."""
+        out = self.run(input_ids=input_ids, state=state, attention_mask=attention_mask)
+        return out.logits[:, -1], out.state

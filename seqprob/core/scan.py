@@ -1,22 +1,186 @@
 """The dispatching scan ops: ``selective_scan`` and ``linear_scan``.
 
-Backends (``backend=``): ``"reference"`` (sequential loop, the oracle) — more follow.
-``"auto"`` picks the fastest backend available for the tensors' device.
+Backends (``backend=``):
+
+- ``"cpu"``: fused numba kernels (forward and backward), CPU tensors.
+- ``"triton"``: Triton kernels (forward and backward), CUDA tensors; CPU tensors only under
+  ``TRITON_INTERPRET=1`` (the interpreter, for tests). Needs ``pip install 'seqprob[gpu]'``.
+- ``"mamba_ssm"``: ``mamba_ssm``'s CUDA kernel (``pip install 'seqprob[cuda]'``), CUDA
+  tensors, fp32/fp16/bf16 only. It has no ``initial_state`` and no gradient through the last
+  state, so it refuses ``initial_state`` and, when gradients are recorded,
+  ``return_last_state`` (use ``"triton"`` for those).
+- ``"reference"``: the sequential loop, the oracle; never chosen by ``"auto"`` unless nothing
+  else runs on the tensors' device.
+
+``"auto"``: on CUDA, ``mamba_ssm`` when importable and the call is one it supports, else
+``triton``; on CPU, ``cpu``. An explicitly requested backend that cannot run raises and names
+what to install; ``"auto"`` falls back to ``reference`` (with a warning, once) only when no
+fast backend runs on the device.
+
+Dtypes: ``u, delta, z`` (and ``B, C, D, delta_bias, initial_state``) may be fp32, fp16, bf16
+or fp64, ``A`` fp32 or fp64; arithmetic is fp32, or fp64 when ``u`` or ``A`` is fp64; the
+output has ``u``'s dtype, the last state the compute dtype.
+
+NaN policy: every input must be finite (a ``ValueError`` names the argument and the first bad
+index), and a non-finite result (the recurrence overflowed, e.g. a positive ``A``) raises
+instead of being returned.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import warnings
+from collections.abc import Callable
+
+import torch
 from torch import Tensor
 
-from seqprob.core.validation import check_choice
+from seqprob.core.validation import (
+    check_choice,
+    check_dtype,
+    check_finite,
+    check_shape,
+    check_tensor,
+)
 from seqprob.kernels.reference import linear_scan_ref, selective_scan_ref
 
-BACKENDS = ("auto", "reference")
+BACKENDS = ("auto", "cpu", "triton", "mamba_ssm", "reference")
+LINEAR_BACKENDS = ("auto", "cpu", "triton", "reference")
+MAX_STATE = 256
+FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+A_FLOATS = (torch.float32, torch.float64)
+LINEAR_DTYPES = (*FLOATS, torch.complex64, torch.complex128)
+INSTALL = {"triton": "pip install 'seqprob[gpu]'", "mamba_ssm": "pip install 'seqprob[cuda]'"}
+_WARNED: set[str] = set()
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _triton_note(cuda: bool) -> str:
+    if not _importable("triton"):
+        return f"not installed: {INSTALL['triton']}"
+    if cuda:
+        return "Triton kernels, CUDA tensors"
+    if _triton_interpreted():
+        return "Triton interpreter on CPU tensors (TRITON_INTERPRET=1)"
+    return "installed; needs a CUDA device (or TRITON_INTERPRET=1)"
+
+
+def _mamba_note(cuda: bool) -> str:
+    if not _importable("mamba_ssm"):
+        return f"not installed: {INSTALL['mamba_ssm']}"
+    return "mamba_ssm CUDA kernel" if cuda else "installed; needs a CUDA device"
 
 
 def backend_status() -> list[tuple[str, bool, str]]:
     """``(backend, available here, note)`` for every concrete backend."""
-    return [("reference", True, "sequential loop, the oracle")]
+    cuda = torch.cuda.is_available()
+    return [
+        ("cpu", True, "fused numba kernels, CPU tensors"),
+        ("triton", _importable("triton") and (cuda or _triton_interpreted()), _triton_note(cuda)),
+        ("mamba_ssm", _importable("mamba_ssm") and cuda, _mamba_note(cuda)),
+        ("reference", True, "sequential loop, the oracle"),
+    ]
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _require(backend: str, device: torch.device) -> None:
+    """Raise unless ``backend`` can run on ``device``, naming what is missing."""
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors, got tensors on {device}")
+    if backend in INSTALL and not _importable(backend):
+        raise ValueError(f"backend={backend!r} is not installed: {INSTALL[backend]}")
+    if backend == "mamba_ssm" and device.type != "cuda":
+        raise ValueError(f"backend='mamba_ssm' needs CUDA tensors, got tensors on {device}")
+    if backend == "triton" and device.type != "cuda" and not _triton_interpreted():
+        raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for the "
+                         f"CPU interpreter), got tensors on {device}")
+
+
+def _auto(device: torch.device, mamba_ok: bool) -> str:
+    if device.type == "cpu":
+        return "cpu"
+    if device.type == "cuda" and mamba_ok and _importable("mamba_ssm"):
+        return "mamba_ssm"
+    if device.type == "cuda" and _importable("triton"):
+        return "triton"
+    _warn_once(f"selective_scan/linear_scan: no fast backend for tensors on {device} "
+               f"({INSTALL['triton']}); using the slow 'reference' backend")
+    return "reference"
+
+
+def _check_selective(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
+    """Shapes, dtypes, device and finiteness of selective_scan's inputs."""
+    dims: dict[str, int] = {}
+    check_dtype(check_shape(u, "u", ("batch", "dim", "length"), dims), "u", FLOATS)
+    check_dtype(check_shape(delta, "delta", ("batch", "dim", "length"), dims), "delta", FLOATS)
+    check_dtype(check_shape(A, "A", ("dim", "N"), dims), "A", A_FLOATS)
+    if dims["N"] > MAX_STATE:
+        raise ValueError(f"A: expected at most {MAX_STATE} state dimensions (N = A.shape[1]), "
+                         f"got {dims['N']}")
+    for name, x in (("B", B), ("C", C)):
+        spec = ("dim", "N") if check_tensor(x, name).dim() == 2 else ("batch", "N", "length")
+        check_dtype(check_shape(x, name, spec, dims), name, FLOATS)
+    optional = (("D", D, ("dim",)), ("z", z, ("batch", "dim", "length")),
+                ("delta_bias", delta_bias, ("dim",)),
+                ("initial_state", initial_state, ("batch", "dim", "N")))
+    for name, x, spec in optional:
+        if x is not None:
+            check_dtype(check_shape(x, name, spec, dims), name, FLOATS)
+    named = [("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C),
+             *((name, x) for name, x, _ in optional if x is not None)]
+    _check_device_and_finite(named)
+
+
+def _all_finite(tensors: list[Tensor]) -> bool:
+    """One fused test: min and max of every tensor are finite (NaN and inf propagate)."""
+    real = [torch.view_as_real(x.detach()) if x.is_complex() else x.detach() for x in tensors]
+    ends = [v.double() for x in real if x.numel() for v in torch.aminmax(x)]
+    return not ends or bool(torch.isfinite(torch.stack(ends)).all())
+
+
+def _check_device_and_finite(named: list[tuple[str, Tensor]]) -> None:
+    device = named[0][1].device
+    for name, x in named:
+        if x.device != device:
+            raise ValueError(f"{name}: expected a tensor on {device} (like {named[0][0]}), "
+                             f"got one on {x.device}")
+    if not _all_finite([x for _, x in named]):
+        for name, x in named:
+            check_finite(x.detach(), name)
+
+
+def _check_result(y: Tensor, op: str) -> Tensor:
+    if not _all_finite([y]):
+        raise ValueError(f"{op}: the result has non-finite values although the inputs are "
+                         "finite: the recurrence overflowed (are the decays |a| <= 1, i.e. A "
+                         "negative and delta positive?)")
+    return y
+
+
+def _selective_backend(name: str) -> Callable:
+    if name == "cpu":
+        from seqprob.kernels.cpu import selective_scan_cpu
+        return selective_scan_cpu
+    if name == "triton":
+        from seqprob.kernels.triton_scan import selective_scan_triton
+        return selective_scan_triton
+    if name == "mamba_ssm":
+        from seqprob.kernels.mamba import selective_scan_mamba
+        return selective_scan_mamba
+    return selective_scan_ref
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -24,14 +188,77 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    delta_bias: Tensor | None = None, delta_softplus: bool = False,
                    initial_state: Tensor | None = None, return_last_state: bool = False,
                    backend: str = "auto") -> Tensor | tuple[Tensor, Tensor]:
-    """mamba_ssm's selective scan (layout ``(batch, dim, length)``) plus ``initial_state``."""
+    """x_t = exp(delta_t A) x_{t-1} + delta_t B_t u_t;  y_t = C_t x_t + D u_t, gated by silu(z).
+
+    ``u, delta, z``: (batch, dim, length); ``A``: (dim, N), N <= 256; ``B, C``: (dim, N) or
+    (batch, N, length); ``D, delta_bias``: (dim,); ``initial_state``: (batch, dim, N), zeros
+    when omitted. ``delta`` is ``softplus(delta + delta_bias)`` when ``delta_softplus``.
+    Returns ``y`` (batch, dim, length) in ``u``'s dtype, and the last state (batch, dim, N)
+    when ``return_last_state``. Differentiable on every backend.
+    """
     check_choice(backend, "backend", BACKENDS)
-    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                              initial_state, return_last_state)
+    _check_selective(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    grad_last = return_last_state and torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad
+        for x in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    mamba_ok = (initial_state is None and not grad_last and u.dtype != torch.float64
+                and A.dtype == torch.float32)
+    name = _auto(u.device, mamba_ok) if backend == "auto" else backend
+    _require(name, u.device)
+    if name == "mamba_ssm" and not mamba_ok:
+        raise ValueError("backend='mamba_ssm' supports neither initial_state, nor gradients "
+                         "through the last state, nor fp64: use backend='triton'")
+    out = _selective_backend(name)(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                   initial_state, return_last_state)
+    _check_result(out[0] if return_last_state else out, "selective_scan")
+    return out
+
+
+def _check_linear(a: Tensor, b: Tensor, initial_state: Tensor | None) -> None:
+    check_tensor(a, "a")
+    check_tensor(b, "b")
+    if a.dim() < 2:
+        raise ValueError(f"a: expected at least 2 dimensions (batch, length, ...), got shape "
+                         f"{tuple(a.shape)}")
+    check_shape(b, "b", tuple(a.shape))
+    check_dtype(a, "a", LINEAR_DTYPES)
+    check_dtype(b, "b", (a.dtype,))
+    named = [("a", a), ("b", b)]
+    if initial_state is not None:
+        check_shape(initial_state, "initial_state", (a.shape[0], *a.shape[2:]))
+        check_dtype(initial_state, "initial_state", (a.dtype,))
+        named.append(("initial_state", initial_state))
+    _check_device_and_finite(named)
+
+
+def _linear_backend(name: str) -> Callable:
+    if name == "cpu":
+        from seqprob.kernels.cpu import linear_scan_cpu
+        return linear_scan_cpu
+    if name == "triton":
+        from seqprob.kernels.triton_scan import linear_scan_triton
+        return linear_scan_triton
+    return linear_scan_ref
 
 
 def linear_scan(a: Tensor, b: Tensor, initial_state: Tensor | None = None,
                 backend: str = "auto") -> Tensor:
-    """h_t = a_t * h_{t-1} + b_t along dim 1 of ``(batch, length, ...)``; returns all h_t."""
-    check_choice(backend, "backend", BACKENDS)
-    return linear_scan_ref(a, b, initial_state)
+    """h_t = a_t * h_{t-1} + b_t along dim 1 of ``(batch, length, ...)``; returns all h_t.
+
+    ``a`` and ``b`` share shape and dtype (fp32/fp16/bf16/fp64, or complex64/complex128 on
+    ``cpu`` and ``reference``); ``initial_state`` is ``(batch, ...)``, zeros when omitted.
+    fp16/bf16 are computed in fp32 and returned in their dtype. Differentiable.
+    """
+    check_choice(backend, "backend", LINEAR_BACKENDS)
+    _check_linear(a, b, initial_state)
+    name = _auto(a.device, mamba_ok=False) if backend == "auto" else backend
+    _require(name, a.device)
+    if name == "triton" and a.is_complex():
+        raise ValueError(f"backend='triton' supports real dtypes only, got {a.dtype}: use "
+                         "backend='cpu' or 'reference'")
+    dtype = a.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        a, b = a.float(), b.float()
+        initial_state = initial_state.float() if initial_state is not None else None
+    out = _linear_backend(name)(a, b, initial_state)
+    return _check_result(out, "linear_scan").to(dtype)

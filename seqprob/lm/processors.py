@@ -8,7 +8,10 @@ nothing is keyed by prefixes in dicts.
 from __future__ import annotations
 
 import abc
+import dataclasses
+from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from seqprob.core import State
@@ -35,3 +38,48 @@ class LogitsProcessor(abc.ABC):
     @abc.abstractmethod
     def advance(self, state: State, tokens: Tensor) -> State:
         """The state after each row appended ``tokens`` ``(batch,)``."""
+
+
+@dataclasses.dataclass
+class RecentTokens(State):
+    """The last ``window`` tokens of each row (prompt included)."""
+
+    tokens: Tensor  # (batch, window) int64
+
+
+class BannedSequences(LogitsProcessor):
+    """Forbids token sequences: a sequence's last token gets ``-inf`` whenever the row's
+    latest tokens equal the rest of it (a one-token sequence is always forbidden).
+
+    ``sequences``: token-id sequences, e.g. ``[tok.encode(" darn", add_special_tokens=False)]``.
+    The prompt's tail counts as history; its left padding holds the pad token id.
+    """
+
+    def __init__(self, sequences: Sequence[Sequence[int]]):
+        seqs = [tuple(int(t) for t in s) for s in sequences]
+        if not seqs or any(not s or min(s) < 0 for s in seqs):
+            raise ValueError(f"sequences: expected a non-empty list of non-empty sequences of "
+                             f"token ids >= 0, got {sequences!r}")
+        self.sequences = seqs
+        self.window = max(len(s) for s in seqs) - 1
+        self._single = sorted({s[0] for s in seqs if len(s) == 1})
+        self._multi = [(torch.tensor(s[:-1]), s[-1]) for s in seqs if len(s) > 1]
+
+    def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> RecentTokens:
+        batch, length = prompt_ids.shape
+        tail = prompt_ids[:, max(length - self.window, 0):]                      # (B <=W)
+        fill = prompt_ids.new_full((batch, self.window - tail.shape[1]), -1)
+        return RecentTokens(torch.cat([fill, tail], dim=1))                       # (B W)
+
+    def process(self, log_probs: Tensor, state: RecentTokens) -> Tensor:
+        banned = torch.zeros_like(log_probs, dtype=torch.bool)                    # (B V)
+        banned[:, self._single] = True
+        for prefix, last in self._multi:
+            recent = state.tokens[:, self.window - len(prefix):]                  # (B len-1)
+            banned[:, last] |= (recent == prefix.to(recent.device)).all(1)
+        return log_probs.masked_fill(banned, float("-inf"))
+
+    def advance(self, state: RecentTokens, tokens: Tensor) -> RecentTokens:
+        if self.window == 0:
+            return state
+        return RecentTokens(torch.cat([state.tokens[:, 1:], tokens[:, None]], dim=1))

@@ -1,0 +1,106 @@
+"""``seqprob generate``: continue prompts with a language model, one JSON line per prompt."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from seqprob.core import resolve_device
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate", help="continue prompts with a language model (JSON lines out)",
+        description="Continue each prompt with a language model; print one JSON object a "
+                    "line: prompt, text, token ids, per-token log-probs.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    source.add_argument("--prompts-file", type=Path,
+                        help="a text file with one prompt a line ('-': standard input)")
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="a known model name or a local transformers folder "
+                             "(default: smollm2-135m)")
+    parser.add_argument("--chat", action="store_true",
+                        help="wrap each prompt in the tokenizer's chat template as a user turn")
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--min-new-tokens", type=int, default=0)
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--length-penalty", type=float, default=1.0)
+    parser.add_argument("--ban", action="append", default=[], metavar="WORD",
+                        help="never generate this word (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed for --sample")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from seqprob.core.validation import check_int
+    from seqprob.lm import BannedSequences, generate, load
+
+    prompts = args.prompt or _read_prompts(args.prompts_file)
+    batch_size = check_int(args.batch_size, "--batch-size", minimum=1)
+    lm = load(args.model).to(resolve_device(args.device))
+    texts = [_chat(lm.tokenizer, p) for p in prompts] if args.chat else prompts
+    processors = [BannedSequences(_ban_sequences(lm.tokenizer, args.ban))] if args.ban else []
+    generator = torch.Generator(device=lm.device).manual_seed(args.seed)
+    with _output(args.output) as out:
+        for start in range(0, len(texts), batch_size):
+            result = generate(
+                lm, texts[start:start + batch_size], args.max_new_tokens,
+                min_new_tokens=args.min_new_tokens, do_sample=args.sample,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                num_beams=args.num_beams, length_penalty=args.length_penalty,
+                logits_processors=processors, random_state=generator, verbose=args.progress)
+            for i, text in enumerate(result.texts):
+                n = int(result.lengths[i])
+                record = {"prompt": prompts[start + i], "text": text,
+                          "token_ids": result.token_ids[i, :n].tolist(),
+                          "logprobs": [round(x, 5) for x in result.logprobs[i, :n].tolist()]}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            out.flush()
+    return 0
+
+
+@contextlib.contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+    else:
+        with open(path, "w", encoding="utf-8") as handle:
+            yield handle
+
+
+def _read_prompts(path: Path) -> list[str]:
+    text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
+    prompts = [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts-file: {str(path)!r} holds no non-blank line")
+    return prompts
+
+
+def _chat(tokenizer, prompt: str) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("--chat: this model's tokenizer has no chat template")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def _ban_sequences(tokenizer, words: list[str]) -> list[list[int]]:
+    """Each word's token ids, alone and after a space (how it appears mid-sentence)."""
+    seqs = {tuple(tokenizer.encode(form, add_special_tokens=False))
+            for word in words for form in (word, " " + word)}
+    return [list(s) for s in sorted(seqs) if s]

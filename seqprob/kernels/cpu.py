@@ -1,0 +1,343 @@
+"""Fused CPU scans (numba): forward and backward never form the ``(batch, length, dim, N)`` tensor.
+
+Selective scan: one parallel task per ``(batch, dim)`` row keeps the N-vector of state in
+cache while it walks the row's ``length`` steps (``u, delta, z`` rows are contiguous in
+length; ``B, C`` are transposed once to ``(batch, length, N)`` so each step reads N contiguous
+values). ``exp(delta * A)`` is computed once per ``(t, n)`` with a vectorizable fp32 exp
+(``_exp``, ~1 ulp; fp64 uses libm). The forward stores the state every ``CHUNK`` steps when
+gradients are needed (``batch * dim * length / CHUNK * N`` values); the backward walks the
+chunks in reverse, recomputes each chunk's states into a small per-task buffer and runs the
+adjoint recurrence in the same pass. Reductions over rows (``dA, dB, dC, dD``) go to one
+partial buffer per group of rows (4 groups per thread, handed out dynamically), summed
+afterwards. The elementwise parts (softplus of delta, the silu gate and their derivatives) run
+vectorized in torch around the kernels.
+
+Layouts are mamba_ssm's (see ``seqprob.core.scan``); inputs arrive validated, contiguous and
+in the compute dtype (fp32 or fp64).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numba
+import numpy as np
+import torch
+import torch.nn.functional as F
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+from torch import Tensor
+
+CHUNK = 64  # steps between stored states in the forward; the backward's buffer holds one chunk
+_JIT = {"fastmath": True, "cache": True}
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """Reinterpret an int32 as float32 (builds 2**k for the exp below)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@njit(inline="always", **_JIT)
+def _exp32(x):
+    """exp for float32 in [-87, 88] (clamped outside): Cody-Waite reduction, degree-6 poly."""
+    x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
+    r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    return p * _bits_to_float32(np.int32((np.int32(k) + 127) << 23))
+
+
+def _exp(x):
+    """exp in the dtype of ``x`` (the fast fp32 version, libm for fp64); numba only."""
+    return math.exp(x)
+
+
+@overload(_exp, inline="always")
+def _exp_impl(x):
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    return lambda x: math.exp(x)
+
+
+def _like(x, ref):
+    """``x`` cast to the float type of ``ref`` (keeps fp32 kernels in fp32); numba only."""
+    return x
+
+
+@overload(_like, inline="always")
+def _like_impl(x, ref):
+    if ref == types.float32:
+        return lambda x, ref: np.float32(x)
+    return lambda x, ref: np.float64(x)
+
+
+@njit(parallel=True, **_JIT)
+def _selective_fwd(u, dt, A, Bm, Cm, Dv, gate, h0, has_gate, b_var, c_var, out, last, ckpt,
+                   save):
+    """Fill ``out`` (batch, dim, L), ``last`` (batch, dim, N) and, if ``save``, ``ckpt``
+    (batch, dim, ceil(L/CHUNK), N) with the state before each chunk."""
+    nbatch, dim, length = u.shape
+    nstate = A.shape[1]
+    for p in prange(nbatch * dim):
+        b, d = p // dim, p % dim
+        bi, bs = (b, 1) if b_var else (d, 0)
+        ci, cs = (b, 1) if c_var else (d, 0)
+        a = A[d]
+        x = h0[b, d].copy()                                               # (N)
+        for t in range(length):
+            if save and t % CHUNK == 0:
+                ckpt[b, d, t // CHUNK] = x
+            ut, dtt = u[b, d, t], dt[b, d, t]
+            du = dtt * ut
+            tb, tc = t * bs, t * cs
+            y = Dv[d] * ut
+            for n in range(nstate):
+                x[n] = _exp(dtt * a[n]) * x[n] + du * Bm[bi, tb, n]
+                y += x[n] * Cm[ci, tc, n]
+            out[b, d, t] = y * gate[b, d, t] if has_gate else y
+        last[b, d] = x
+
+
+@njit(inline="always", **_JIT)
+def _recompute_chunk(b, d, t0, t1, u, dt, a, Bm, bi, bs, xs, das):
+    """States after steps t0..t1-1 into ``xs[1:]`` (``xs[0]`` holds the state before t0) and
+    ``exp(dt_t * a)`` into ``das``."""
+    for t in range(t0, t1):
+        j = t - t0
+        dtt = dt[b, d, t]
+        du = dtt * u[b, d, t]
+        tb = t * bs
+        for n in range(a.shape[0]):
+            e = _exp(dtt * a[n])
+            das[j, n] = e
+            xs[j + 1, n] = e * xs[j, n] + du * Bm[bi, tb, n]
+
+
+@njit(parallel=True, **_JIT)
+def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dout, dlast,
+                   du, ddt, dgate, dh0, dA_p, dB_p, dC_p, dD_p):
+    """Adjoint pass. Per-row outputs: du, ddt, dgate (batch, dim, L), dh0 (batch, dim, N).
+    Per-group partials (first axis = group of rows): dA_p (G, dim, N), dB_p/dC_p
+    (G, *Bm.shape), dD_p (G, dim)."""
+    nbatch, dim, length = u.shape
+    nstate = A.shape[1]
+    groups = dA_p.shape[0]
+    rows = nbatch * dim
+    for g in prange(groups):
+        xs = np.empty((CHUNK + 1, nstate), dtype=u.dtype)               # states of one chunk
+        das = np.empty((CHUNK, nstate), dtype=u.dtype)                  # exp(dt * A)
+        for p in range(g * rows // groups, (g + 1) * rows // groups):
+            b, d = p // dim, p % dim
+            bi, bs = (b, 1) if b_var else (d, 0)
+            ci, cs = (b, 1) if c_var else (d, 0)
+            a = A[d]
+            lam = dlast[b, d].copy()                                      # adjoint of x_t (N)
+            dA_row = np.zeros(nstate, dtype=u.dtype)
+            dD_acc = 0.0
+            for c in range((length + CHUNK - 1) // CHUNK - 1, -1, -1):
+                t0 = c * CHUNK
+                t1 = min(length, t0 + CHUNK)
+                xs[0] = ckpt[b, d, c]
+                _recompute_chunk(b, d, t0, t1, u, dt, a, Bm, bi, bs, xs, das)
+                for t in range(t1 - 1, t0 - 1, -1):
+                    j = t - t0
+                    ut, dtt = u[b, d, t], dt[b, d, t]
+                    tb, tc = t * bs, t * cs
+                    gy = dout[b, d, t]
+                    if has_gate:
+                        ypre = Dv[d] * ut
+                        for n in range(nstate):
+                            ypre += Cm[ci, tc, n] * xs[j + 1, n]
+                        dgate[b, d, t] = gy * ypre
+                        gy *= gate[b, d, t]
+                    dD_acc += gy * ut
+                    du_t = gy * Dv[d]
+                    ddt_t = _like(0.0, ut)
+                    dtu = dtt * ut
+                    for n in range(nstate):
+                        bn = Bm[bi, tb, n]
+                        lam_n = lam[n] + gy * Cm[ci, tc, n]
+                        dC_p[g, ci, tc, n] += gy * xs[j + 1, n]
+                        gexp = lam_n * xs[j, n] * das[j, n]
+                        ddt_t += gexp * a[n] + lam_n * bn * ut
+                        dA_row[n] += gexp * dtt
+                        dB_p[g, bi, tb, n] += lam_n * dtu
+                        du_t += lam_n * dtt * bn
+                        lam[n] = lam_n * das[j, n]
+                    du[b, d, t] = du_t
+                    ddt[b, d, t] = ddt_t
+            dh0[b, d] = lam
+            dA_p[g, d] += dA_row
+            dD_p[g, d] += dD_acc
+
+
+@contextlib.contextmanager
+def _dynamic_schedule(tasks: int):
+    """Hand out prange iterations in ~8 chunks per thread instead of one static block each,
+    so a thread that the OS deschedules (shared machines) does not hold up the others."""
+    old = numba.set_parallel_chunksize(max(1, tasks // (8 * numba.get_num_threads())))
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(old)
+
+
+def _np(x: Tensor) -> np.ndarray:
+    return x.detach().contiguous().numpy()
+
+
+def _bc_layout(x: Tensor, wide: torch.dtype) -> Tensor:
+    """B or C as the kernel reads them: (batch, N, L) -> (batch, L, N); (dim, N) -> (dim, 1, N)."""
+    return (x.to(wide).transpose(1, 2) if x.dim() == 3 else x.to(wide)[:, None, :]).contiguous()
+
+
+class SelectiveScanCPU(torch.autograd.Function):
+    """Autograd wrapper: the elementwise parts (softplus, silu gate) run vectorized in torch,
+    the recurrence and its adjoint in the fused kernels."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+        wide = torch.float64 if torch.float64 in (u.dtype, A.dtype) else torch.float32
+        batch, dim, length = u.shape
+        nstate = A.shape[1]
+        raw = delta.to(wide)
+        if delta_bias is not None:
+            raw = raw + delta_bias.to(wide)[:, None]                             # (B D L)
+        dt = (F.softplus(raw) if delta_softplus else raw).contiguous()
+        gate = (F.silu(z.to(wide)) if z is not None else raw.new_empty(0, 0, 0)).contiguous()
+        h0 = (initial_state.to(wide).contiguous() if initial_state is not None
+              else raw.new_zeros(batch, dim, nstate))
+        ins = [u.to(wide).contiguous(), dt, A.to(wide).contiguous(), _bc_layout(B, wide),
+               _bc_layout(C, wide), D.to(wide).contiguous() if D is not None
+               else raw.new_zeros(dim), gate]
+        save = any(ctx.needs_input_grad)
+        out = raw.new_empty(batch, dim, length)                                   # (B D L)
+        last = raw.new_empty(batch, dim, nstate)                                  # (B D N)
+        ckpt = raw.new_empty(batch, dim, -(-length // CHUNK) if save else 0, nstate)
+        with _dynamic_schedule(batch * dim):
+            _selective_fwd(*(_np(x) for x in ins), _np(h0), z is not None, B.dim() == 3,
+                           C.dim() == 3, out.numpy(), last.numpy(), ckpt.numpy(), save)
+        if save:
+            ctx.ins, ctx.ckpt, ctx.raw, ctx.softplus = ins, ckpt, raw, delta_softplus
+            ctx.z = z.to(wide) if z is not None else None
+            ctx.b_var, ctx.c_var = B.dim() == 3, C.dim() == 3
+            ctx.specs = [None if x is None else (x.shape, x.dtype)
+                         for x in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
+        return out.to(u.dtype), last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, _, A, Bm, Cm, _, _ = ctx.ins
+        batch, dim = u.shape[:2]
+        groups = min(batch * dim, 4 * numba.get_num_threads())
+        dout = dout.to(u.dtype).contiguous() if dout is not None else torch.zeros_like(u)
+        dlast = (dlast.to(u.dtype).contiguous() if dlast is not None
+                 else u.new_zeros(batch, dim, A.shape[1]))
+        du, ddt, dgate = torch.empty_like(u), torch.empty_like(u), torch.empty_like(ctx.ins[6])
+        dh0 = torch.empty_like(dlast)                          # the kernel writes every entry
+        dA, dB, dC = (u.new_zeros(groups, *x.shape) for x in (A, Bm, Cm))
+        dD = u.new_zeros(groups, dim)
+        with _dynamic_schedule(groups):
+            _selective_bwd(*(_np(x) for x in ctx.ins), ctx.z is not None, ctx.b_var,
+                           ctx.c_var, ctx.ckpt.numpy(), _np(dout), _np(dlast),
+                           *(x.numpy() for x in (du, ddt, dgate, dh0, dA, dB, dC, dD)))
+        ddelta = ddt * torch.sigmoid(ctx.raw) if ctx.softplus else ddt                # (B D L)
+        dz = None
+        if ctx.z is not None:
+            sig = torch.sigmoid(ctx.z)
+            dz = dgate * sig * (1 + ctx.z * (1 - sig))                               # (B D L)
+        dB, dC = dB.sum(0), dC.sum(0)
+        grads = (du, ddelta, dA.sum(0), dB.transpose(1, 2) if ctx.b_var else dB[:, 0],
+                 dC.transpose(1, 2) if ctx.c_var else dC[:, 0], dD.sum(0), dz,
+                 ddelta.sum((0, 2)), dh0)
+        out = tuple(None if spec is None or not need else grad.to(spec[1]).reshape(spec[0])
+                    for grad, spec, need in zip(grads, ctx.specs, ctx.needs_input_grad,
+                                                strict=False))
+        return (*out, None)
+
+
+def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                       D: Tensor | None = None, z: Tensor | None = None,
+                       delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                       initial_state: Tensor | None = None, return_last_state: bool = False
+                       ) -> Tensor | tuple[Tensor, Tensor]:
+    """Same signature and results as ``selective_scan_ref``; fused numba kernels, autograd."""
+    y, last = SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
+                                     bool(delta_softplus))
+    return (y, last) if return_last_state else y
+
+
+@njit(parallel=True, **_JIT)
+def _linear_fwd(a, b, h0, out):
+    """h_t = a_t h_{t-1} + b_t over axis 1 of (batch, L, F); blocks of 64 features in parallel."""
+    nbatch, length, nfeat = a.shape
+    nblock = (nfeat + 63) // 64
+    for p in prange(nbatch * nblock):
+        i, f0 = p // nblock, (p % nblock) * 64
+        h = h0[i, f0:min(nfeat, f0 + 64)].copy()
+        for t in range(length):
+            for f in range(h.shape[0]):
+                h[f] = a[i, t, f0 + f] * h[f] + b[i, t, f0 + f]
+                out[i, t, f0 + f] = h[f]
+
+
+@njit(parallel=True, **_JIT)
+def _linear_bwd(a, h0, out, gout, da, db, dh0):
+    """Adjoint: lam_t = g_t + conj(a_{t+1}) lam_{t+1}; db_t = lam_t; da_t = lam_t conj(h_{t-1})."""
+    nbatch, length, nfeat = a.shape
+    nblock = (nfeat + 63) // 64
+    for p in prange(nbatch * nblock):
+        i, f0 = p // nblock, (p % nblock) * 64
+        lam = np.zeros(min(nfeat, f0 + 64) - f0, dtype=a.dtype)
+        for t in range(length - 1, -1, -1):
+            for f in range(lam.shape[0]):
+                lam[f] += gout[i, t, f0 + f]
+                db[i, t, f0 + f] = lam[f]
+                prev = out[i, t - 1, f0 + f] if t > 0 else h0[i, f0 + f]
+                da[i, t, f0 + f] = lam[f] * np.conj(prev)
+                lam[f] *= np.conj(a[i, t, f0 + f])
+        dh0[i, f0:f0 + lam.shape[0]] = lam
+
+
+class LinearScanCPU(torch.autograd.Function):
+    """Autograd wrapper for the first-order diagonal recurrence on (batch, L, F) tensors."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0):
+        a_np, b_np, h0_np = _np(a), _np(b), _np(h0)
+        out = torch.empty(b.shape, dtype=b.dtype)                                # (B L F)
+        with _dynamic_schedule(a.shape[0] * -(-a.shape[2] // 64)):
+            _linear_fwd(a_np, b_np, h0_np, out.numpy())
+        ctx.save_for_backward(a, h0, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        a, h0, out = ctx.saved_tensors
+        da, db = (torch.empty(a.shape, dtype=a.dtype) for _ in range(2))          # (B L F)
+        dh0 = torch.empty(h0.shape, dtype=h0.dtype)
+        with _dynamic_schedule(a.shape[0] * -(-a.shape[2] // 64)):
+            _linear_bwd(_np(a), _np(h0), _np(out), _np(gout.to(a.dtype)), da.numpy(),
+                        db.numpy(), dh0.numpy())
+        return da, db, dh0
+
+
+def linear_scan_cpu(a: Tensor, b: Tensor, initial_state: Tensor | None = None) -> Tensor:
+    """Same results as ``linear_scan_ref`` for ``(batch, length, ...)`` inputs of one dtype
+    (fp32/fp64/complex64/complex128); trailing dims are flattened for the kernel."""
+    batch, length = a.shape[:2]
+    h0 = initial_state if initial_state is not None else torch.zeros_like(b[:, 0])
+    out = LinearScanCPU.apply(a.reshape(batch, length, -1), b.reshape(batch, length, -1),
+                              h0.reshape(batch, -1))
+    return out.reshape(b.shape)

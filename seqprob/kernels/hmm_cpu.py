@@ -1,0 +1,129 @@
+"""Fused CPU forward-backward for HMMs with few states (numba).
+
+For small K a step of the GEMM formulation is a few microseconds of arithmetic behind several
+framework dispatches; this kernel runs the whole recursion per sequence in compiled loops
+(sequences in parallel), with the state vectors in cache. It computes exactly what
+``seqprob.hmm.inference`` computes on the sequential path -- scaled alphas, per-step
+normalizers, smoothing posteriors and expected transition counts (before the final
+multiplication by A) -- and is tested against it. No ``(B, T, K, K)`` tensor: each sequence
+accumulates a ``(K, K)`` count block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def available() -> bool:
+    """Whether numba can be imported."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_KERNEL = None
+
+
+def _kernel():
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _compile()
+    return _KERNEL
+
+
+def _compile():
+    try:
+        import numba
+    except ImportError as err:  # pragma: no cover - numba is a core dependency
+        raise ImportError("the fused CPU HMM kernel needs numba: pip install numba") from err
+
+    # reassociation lets the dot products vectorize; no finite-math assumption (-inf is used)
+    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+    def fused(init, trans, loglik, lengths, alpha, smoothed, log_norm, shift, counts):
+        batch, _, k = loglik.shape
+        for b in numba.prange(batch):
+            n = lengths[b]
+            prior = init[b].copy()
+            e = np.empty(k)
+            for t in range(n):                                    # forward
+                m = -np.inf
+                for j in range(k):
+                    m = max(m, loglik[b, t, j])
+                m = m if np.isfinite(m) else 0.0
+                shift[b, t] = m
+                total = 0.0
+                for j in range(k):
+                    v = prior[j] * np.exp(loglik[b, t, j] - m)
+                    alpha[b, t, j] = v
+                    total += v
+                log_norm[b, t] = np.log(total) if total > 0 else -np.inf
+                inv = 1.0 / total if total > 0 else 0.0
+                for j in range(k):
+                    alpha[b, t, j] *= inv
+                prior[:] = 0.0
+                for i in range(k):                                # prior = alpha_t @ A
+                    a = alpha[b, t, i]
+                    for j in range(k):
+                        prior[j] += a * trans[i, j]
+            beta = np.ones(k)
+            w = np.empty(k)
+            nxt = np.empty(k)
+            for t in range(n - 1, -1, -1):                        # backward
+                mass = 0.0
+                for j in range(k):
+                    mass += alpha[b, t, j] * beta[j]
+                inv = 1.0 / mass if mass > 0 else 0.0
+                for j in range(k):
+                    smoothed[b, t, j] = alpha[b, t, j] * beta[j] * inv
+                if t == 0:
+                    break
+                for j in range(k):
+                    e[j] = np.exp(loglik[b, t, j] - shift[b, t])
+                    w[j] = e[j] * beta[j]
+                z = np.exp(log_norm[b, t]) * mass                 # sum_ij alpha A w
+                if z > 0:
+                    for i in range(k):
+                        left = alpha[b, t - 1, i] / z
+                        for j in range(k):
+                            counts[b, i, j] += left * w[j]
+                total = 0.0
+                for i in range(k):
+                    acc = 0.0
+                    for j in range(k):
+                        acc += trans[i, j] * w[j]
+                    nxt[i] = acc
+                    total += acc
+                inv = 1.0 / total if total > 0 else 0.0
+                for i in range(k):
+                    beta[i] = nxt[i] * inv
+
+    return fused
+
+
+def forward_backward(init: Tensor, trans: Tensor, loglik: Tensor, lengths: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Fused recursions on CPU tensors.
+
+    ``init`` (B, K) and ``trans`` (K, K) probabilities, ``loglik`` (B, T, K) emission
+    log-likelihoods (each step is shifted by its maximum and exponentiated inside), ``lengths``
+    (B,). Returns ``alpha`` (B, T, K) normalized filtering distributions, ``log_norm`` (B, T)
+    log p(x_t | x_<t), ``smoothed`` (B, T, K) and ``counts`` (K, K) = sum over transitions of
+    alpha_t^T (e_{t+1} beta_{t+1}) / z_t; padding is zero.
+    """
+    if loglik.device.type != "cpu":
+        raise ValueError(f"loglik: the fused kernel runs on CPU tensors, got {loglik.device}")
+    batch, length, k = loglik.shape
+    dtype = loglik.dtype
+    args = [t.detach().contiguous().numpy() for t in (init.to(dtype), trans.to(dtype), loglik)]
+    alpha = np.zeros((batch, length, k), dtype=args[2].dtype)
+    smoothed = np.zeros_like(alpha)
+    log_norm = np.zeros((batch, length), dtype=alpha.dtype)
+    shift = np.zeros_like(log_norm)
+    counts = np.zeros((batch, k, k), dtype=alpha.dtype)
+    _kernel()(*args, lengths.numpy().astype(np.int64), alpha, smoothed, log_norm, shift, counts)
+    return (torch.from_numpy(alpha), torch.from_numpy(log_norm + shift),
+            torch.from_numpy(smoothed), torch.from_numpy(counts.sum(0)))

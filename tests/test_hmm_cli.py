@@ -1,0 +1,73 @@
+"""``seqprob hmm fit`` end to end: CSV with a sequence column, NumPy with a lengths file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqprob.cli import main
+from seqprob.hmm.estimators import CategoricalHMM, GaussianHMM
+
+
+def test_fit_csv_with_sequence_column(tmp_path, capsys):
+    rng = np.random.RandomState(0)
+    frame = pd.DataFrame({"run": np.repeat(["a", "b", "c"], [30, 20, 10]),
+                          "when": "2020-01-01", "x": np.r_[rng.randn(30) - 4, rng.randn(30) + 4],
+                          "y": rng.randn(60)})
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    out = tmp_path / "m.safetensors"
+    code = main(["hmm", "fit", str(tmp_path / "data.csv"), "--sequence-column", "run", "-n", "2",
+                 "--covariance-type", "full", "--output", str(out)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_sequences"] == 3 and summary["n_samples"] == 60
+    model = GaussianHMM.load(out)
+    X = frame[["x", "y"]].to_numpy()
+    np.testing.assert_allclose(model.score(X, [30, 20, 10]), summary["log_likelihood"])
+    np.testing.assert_allclose(summary["bic"], model.bic(X, [30, 20, 10]))
+    assert isinstance(summary["converged"], bool) and summary["n_iter"] >= 1
+
+
+def test_fit_npy_with_lengths_file_categorical(tmp_path, capsys):
+    np.save(tmp_path / "tokens.npy", np.random.RandomState(0).randint(0, 5, 40))
+    (tmp_path / "lengths.txt").write_text("25\n15\n")
+    out = tmp_path / "cat.safetensors"
+    assert main(["hmm", "fit", str(tmp_path / "tokens.npy"), "--model", "categorical",
+                 "--lengths", str(tmp_path / "lengths.txt"), "-n", "3", "--n-iter", "5",
+                 "--output", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["model"] == "CategoricalHMM" and summary["n_sequences"] == 2
+    assert CategoricalHMM.load(out).emissionprob_.shape == (3, 5)
+
+
+def test_errors_exit_with_code_2(tmp_path, capsys):
+    pd.DataFrame({"x": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "d.csv", index=False)
+    assert main(["hmm", "fit", str(tmp_path / "d.csv"), "--columns", "nope"]) == 2
+    assert "--columns: no column(s) ['nope']" in capsys.readouterr().err
+    assert main(["hmm", "fit", str(tmp_path / "missing.csv")]) == 2
+    (tmp_path / "bad.txt").write_text("2\n")
+    assert main(["hmm", "fit", str(tmp_path / "d.csv"), "--lengths",
+                 str(tmp_path / "bad.txt")]) == 2
+    assert "lengths: expected entries summing to 3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ett_regimes_example_writes_a_figure(tmp_path):
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
+    if not data.is_file():
+        pytest.skip("ETTh1 is not at ../shared/data/ett")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "examples" / "hmm_ett_regimes.py"),
+                          "--data", str(data), "--output", str(tmp_path / "r.png")],
+                         capture_output=True, text=True, check=True, timeout=600, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    summary = json.loads(out.stdout)
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+    assert summary["days"] > 700 and abs(sum(summary["occupancy"]) - 1) < 0.005  # rounded
