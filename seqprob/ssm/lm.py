@@ -112,6 +112,10 @@ class MambaLM(LanguageModel, Persistable):
         return self.embedding.num_embeddings
 
     @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    @property
     def hidden_size(self) -> int:
         return self.embedding.embedding_dim
 
