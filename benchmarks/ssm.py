@@ -17,10 +17,15 @@ Prints medians in a Markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+# Idle OpenMP threads sleep instead of spinning, so the numba scan's thread pool does not
+# slow down the small torch ops timed after it (set before torch loads its runtime).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 
@@ -33,8 +38,10 @@ from seqprob.ssm.lti import DenseTransition, fft_conv, impulse_response
 
 
 def median_time(fn, repeats: int, budget: float = 60.0) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs; stops early once ``budget`` seconds
-    are spent (a sequential-loop reference can take minutes per run)."""
+    """Median wall time of ``fn`` over ``repeats`` runs after one untimed warm-up (JIT
+    compilation of the numba kernels); stops early once ``budget`` seconds are spent (a
+    sequential-loop reference can take minutes per run)."""
+    fn()
     times: list[float] = []
     while len(times) < repeats and sum(times) < budget:
         start = time.perf_counter()
