@@ -23,8 +23,9 @@ def register(subparsers) -> None:
     source.add_argument("--prompts-file", type=Path,
                         help="a text file with one prompt a line ('-': standard input)")
     parser.add_argument("--model", default="smollm2-135m",
-                        help="a known model name or a local transformers folder "
-                             "(default: smollm2-135m)")
+                        help="a known model name, a local transformers folder, or a "
+                             "seqprob LM saved with .save() such as a MambaLM "
+                             "(.safetensors) (default: smollm2-135m)")
     parser.add_argument("--chat", action="store_true",
                         help="wrap each prompt in the tokenizer's chat template as a user turn")
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -49,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from seqprob.core.validation import check_int
-    from seqprob.lm import BannedSequences, generate, load
+    from seqprob.lm import BannedSequences, generate
 
     prompts = args.prompt or _read_prompts(args.prompts_file)
     batch_size = check_int(args.batch_size, "--batch-size", minimum=1)
-    lm = load(args.model).to(resolve_device(args.device))
+    lm = _load_lm(args.model).to(resolve_device(args.device))
     texts = [_chat(lm.tokenizer, p) for p in prompts] if args.chat else prompts
     processors = [BannedSequences(_ban_sequences(lm.tokenizer, args.ban))] if args.ban else []
     generator = torch.Generator(device=lm.device).manual_seed(args.seed)
@@ -82,6 +83,22 @@ def _output(path: Path | None) -> Iterator[TextIO]:
     else:
         with open(path, "w", encoding="utf-8") as handle:
             yield handle
+
+
+def _load_lm(name: str):
+    """A seqprob language model saved with ``save`` (``.safetensors``, e.g. a MambaLM), else
+    ``seqprob.lm.load`` (known names, transformers folders, GGUF files)."""
+    from seqprob.core import LanguageModel
+    from seqprob.core import load as load_saved
+    from seqprob.lm import load
+
+    path = Path(name).expanduser()
+    if path.suffix != ".safetensors" or not path.is_file():
+        return load(name)
+    model = load_saved(path)
+    if not isinstance(model, LanguageModel):
+        raise ValueError(f"--model: {name!r} holds a {type(model).__name__}, not a language model")
+    return model.eval()
 
 
 def _read_prompts(path: Path) -> list[str]:

@@ -1,0 +1,178 @@
+"""A Mamba language model on the ``LanguageModel`` contract (decoding, distillation).
+
+Embedding -> ``n_layers`` residual blocks ``h + mixer(RMSNorm(h))`` -> RMSNorm -> LM head tied
+to the embedding. The mixer is a :class:`~seqprob.ssm.mamba.Mamba` block, or an
+:class:`~seqprob.ssm.layers.S4D` layer with ``mixer="s4d"``. The generation cache is the
+:class:`LMState`: one per-layer state (Mamba: conv and SSM state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqprob.core.contract import State
+from seqprob.core.language import LanguageModel, LMOutput
+from seqprob.core.persist import Persistable, register
+from seqprob.core.validation import check_choice, check_int, check_shape, check_tensor, describe
+from seqprob.ssm.checks import check_sequence
+from seqprob.ssm.layers import S4D
+from seqprob.ssm.mamba import Mamba
+from seqprob.ssm.tokenizer import ByteTokenizer
+
+
+@dataclasses.dataclass
+class LMState(State):
+    """The generation cache: one state per layer."""
+
+    layers: tuple[State, ...]
+
+
+class RMSNorm(nn.Module):
+    """``x / rms(x) * weight`` over the last dimension."""
+
+    def __init__(self, d_model: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+class ResidualBlock(nn.Module):
+    """``h + mixer(norm(h))`` in parallel or step mode."""
+
+    def __init__(self, mixer: nn.Module, d_model: int):
+        super().__init__()
+        self.norm = RMSNorm(d_model)
+        self.mixer = mixer
+
+    def forward(self, h: Tensor, state: State | None, mask: Tensor | None
+                ) -> tuple[Tensor, State]:
+        y, state = self.mixer(self.norm(h), state, mask=mask)
+        return h + y, state
+
+    def step(self, h: Tensor, state: State) -> tuple[Tensor, State]:
+        y, state = self.mixer.step(self.norm(h), state)
+        return h + y, state
+
+
+@register
+class MambaLM(LanguageModel, Persistable):
+    """Mamba language model; ``tokenizer="bytes"`` uses :class:`ByteTokenizer`.
+
+    ``vocab_size`` defaults to the tokenizer's length, padded up to a multiple of 8.
+    ``mixer="s4d"`` swaps every Mamba block for an S4D layer (same interface).
+    """
+
+    def __init__(self, d_model: int = 128, n_layers: int = 2, *, vocab_size: int | None = None,
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2, mixer: str = "mamba",
+                 tokenizer: str = "bytes", backend: str = "auto",
+                 random_state: int | None = None):
+        super().__init__()
+        check_int(d_model, "d_model", minimum=1)
+        check_int(n_layers, "n_layers", minimum=1)
+        check_choice(mixer, "mixer", ("mamba", "s4d"))
+        check_choice(tokenizer, "tokenizer", ("bytes",))
+        self.tokenizer = ByteTokenizer()
+        vocab = -(-len(self.tokenizer) // 8) * 8 if vocab_size is None else vocab_size
+        check_int(vocab, "vocab_size", minimum=len(self.tokenizer))
+        self._config = dict(d_model=d_model, n_layers=n_layers, vocab_size=vocab,
+                            d_state=d_state, d_conv=d_conv, expand=expand, mixer=mixer,
+                            tokenizer=tokenizer, backend=backend, random_state=random_state)
+        seed = None if random_state is None else int(random_state)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.embedding = nn.Embedding(vocab, d_model)
+            nn.init.normal_(self.embedding.weight, std=0.02)
+        self.layers = nn.ModuleList(
+            ResidualBlock(self._mixer(mixer, d_model, d_state, d_conv, expand, backend,
+                                      None if seed is None else seed + 1 + i), d_model)
+            for i in range(n_layers))
+        self.norm_f = RMSNorm(d_model)
+
+    @staticmethod
+    def _mixer(kind: str, d_model: int, d_state: int, d_conv: int, expand: int, backend: str,
+               seed: int | None) -> nn.Module:
+        if kind == "s4d":
+            return S4D(d_model, max(2, 2 * (d_state // 2)), random_state=seed)
+        return Mamba(d_model, d_state, d_conv=d_conv, expand=expand, backend=backend,
+                     random_state=seed)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.embedding.num_embeddings
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embedding.embedding_dim
+
+    def embed(self, input_ids: Tensor) -> Tensor:
+        self._check_ids(input_ids, "input_ids", rank=2)
+        return self.embedding(input_ids)
+
+    def _check_ids(self, ids: Tensor, name: str, rank: int) -> None:
+        check_tensor(ids, name)
+        check_shape(ids, name, ["batch", "length"][:rank])
+        if ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name}: expected integer token ids (int64), got {describe(ids)}")
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise ValueError(f"{name}: expected ids in [0, {self.vocab_size}), got values in "
+                             f"[{int(ids.min())}, {int(ids.max())}]")
+
+    def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LMState:
+        device = device or self.embedding.weight.device
+        return LMState(tuple(block.mixer.init_state(batch_size, device=device, dtype=dtype)
+                             for block in self.layers))
+
+    def _layer_states(self, state: State | None) -> tuple[State | None, ...]:
+        if state is None:
+            return (None,) * len(self.layers)
+        if not isinstance(state, LMState) or len(state.layers) != len(self.layers):
+            got = (f"{len(state.layers)} layers" if isinstance(state, LMState)
+                   else type(state).__name__)
+            raise ValueError(f"state: expected an LMState with {len(self.layers)} layers from "
+                             f"MambaLM.init_state, got {got} (a state from a different model)")
+        return state.layers
+
+    def run(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
+            state: State | None = None, attention_mask: Tensor | None = None) -> LMOutput:
+        """Logits ``(B, L, vocab)`` fp32, last hidden states ``(B, L, d_model)`` and state.
+
+        ``attention_mask`` ``(B, L)``: left padding (0) feeds nothing into any layer's state.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("input_ids, inputs_embeds: expected exactly one of them")
+        h = self.embed(input_ids) if input_ids is not None else inputs_embeds
+        check_sequence(h, "inputs_embeds", self.hidden_size, None)
+        if attention_mask is not None:
+            check_shape(attention_mask, "attention_mask", tuple(h.shape[:2]))
+        states = []
+        for block, layer_state in zip(self.layers, self._layer_states(state), strict=True):
+            h, layer_state = block(h, layer_state, attention_mask)
+            states.append(layer_state)
+        hidden = self.norm_f(h)
+        logits = (hidden @ self.embedding.weight.T).float()                       # (B L V)
+        return LMOutput(logits=logits, hidden=hidden, state=LMState(tuple(states)))
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, LMState]:
+        """``x_t`` ``(B,)`` ids -> logits ``(B, vocab)`` by each layer's recurrence."""
+        self._check_ids(x_t, "x_t", rank=1)
+        h = self.embedding(x_t)
+        states = []
+        for block, layer_state in zip(self.layers, self._layer_states(state), strict=True):
+            h, layer_state = block.step(h, layer_state)
+            states.append(layer_state)
+        return (self.norm_f(h) @ self.embedding.weight.T).float(), LMState(tuple(states))

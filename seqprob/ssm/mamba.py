@@ -1,0 +1,152 @@
+"""The Mamba block: a selective SSM on ``seqprob.core.scan.selective_scan``.
+
+``in_proj`` splits into ``x`` and the gate ``z``; ``x`` goes through a causal depthwise
+convolution and SiLU, then the selective scan with input-dependent ``delta, B, C`` (from
+``x_proj`` and ``dt_proj``), gated by ``silu(z)`` and projected back by ``out_proj``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqprob.core.contract import SequenceModel, State
+from seqprob.core.persist import Persistable, register
+from seqprob.core.scan import BACKENDS, selective_scan
+from seqprob.core.validation import check_choice, check_float, check_int, check_shape
+from seqprob.ssm.checks import check_sequence, check_state, check_step_input
+from seqprob.ssm.kernels import MAX_STATE
+
+
+@dataclasses.dataclass
+class MambaState(State):
+    """Per-layer generation cache."""
+
+    conv: Tensor  # (batch, d_inner, d_conv - 1): the last inputs of the causal convolution
+    ssm: Tensor   # (batch, d_inner, d_state), fp32
+
+
+def inverse_softplus(y: Tensor) -> Tensor:
+    """``x`` with ``softplus(x) = y`` (``y > 0``), stable for small ``y``."""
+    return y + torch.log(-torch.expm1(-y))
+
+
+@register
+class Mamba(SequenceModel, Persistable):
+    """Mamba block: ``(batch, length, d_model)`` -> same shape.
+
+    ``backend`` is passed to :func:`seqprob.core.scan.selective_scan` in parallel mode.
+    ``dt_rank="auto"`` means ``ceil(d_model / 16)``.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, *, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False,
+                 backend: str = "auto", random_state: int | None = None):
+        super().__init__()
+        check_int(d_model, "d_model", minimum=1)
+        check_int(d_state, "d_state", minimum=1, maximum=MAX_STATE)
+        check_int(d_conv, "d_conv", minimum=1)
+        check_int(expand, "expand", minimum=1)
+        check_choice(backend, "backend", BACKENDS)
+        rank = math.ceil(d_model / 16) if dt_rank == "auto" else check_int(dt_rank, "dt_rank",
+                                                                            minimum=1)
+        check_float(dt_min, "dt_min", low=0, low_open=True)
+        check_float(dt_max, "dt_max", low=dt_min)
+        self._config = dict(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+                            dt_rank=dt_rank, dt_min=dt_min, dt_max=dt_max,
+                            dt_init_floor=dt_init_floor, conv_bias=conv_bias, bias=bias,
+                            backend=backend, random_state=random_state)
+        self.d_model, self.d_state, self.d_conv, self.dt_rank = d_model, d_state, d_conv, rank
+        self.d_inner = expand * d_model
+        self.backend = backend
+        gen = torch.Generator()
+        gen.manual_seed(random_state) if random_state is not None else gen.seed()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
+            self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
+                                    bias=conv_bias)
+            self.x_proj = nn.Linear(self.d_inner, rank + 2 * d_state, bias=False)
+            self.dt_proj = nn.Linear(rank, self.d_inner)
+            self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
+            std = rank ** -0.5
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+            dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min))
+                           + math.log(dt_min)).clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(inverse_softplus(dt))
+        a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(a))            # S4D-Real: A = -(1, 2, ..., N)
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None
+                   ) -> MambaState:
+        device = device or self.D.device
+        return MambaState(
+            conv=torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device,
+                             dtype=dtype or self.D.dtype),
+            ssm=torch.zeros(batch_size, self.d_inner, self.d_state, device=device))
+
+    def _checked_state(self, state: State | None, batch: int) -> MambaState | None:
+        if state is None:
+            return None
+        return check_state(state, self.init_state(batch, device="meta"), "Mamba")
+
+    def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``u`` ``(B, L, d_inner)`` -> raw ``delta`` ``(B, d_inner, L)``, ``B, C`` ``(B, N, L)``.
+        """
+        dt, b, c = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        return self.dt_proj.weight @ dt.mT, b.mT, c.mT
+
+    def forward(self, x: Tensor, state: State | None = None, *, mask: Tensor | None = None
+                ) -> tuple[Tensor, MambaState]:
+        """``x`` ``(B, L, d_model)`` -> ``(y, state)``. ``mask`` ``(B, L)`` (1 real, 0 padding):
+        padded positions feed zeros to the convolution and leave the SSM state unchanged."""
+        check_sequence(x, "x", self.d_model, None)
+        batch, length, _ = x.shape
+        state = self._checked_state(state, batch) or self.init_state(batch, device=x.device,
+                                                                     dtype=x.dtype)
+        xs, z = self.in_proj(x).chunk(2, dim=-1)                                  # (B L Di)
+        xs = xs.mT                                                                # (B Di L)
+        if mask is not None:
+            check_shape(mask, "mask", (batch, length))
+            xs = xs * mask[:, None, :].to(xs.dtype)
+        window = torch.cat([state.conv.to(xs.dtype), xs], dim=-1)                # (B Di K-1+L)
+        u = F.silu(self.conv1d(window))                                           # (B Di L)
+        delta, b, c = self._delta_b_c(u.mT)
+        bias, softplus = self.dt_proj.bias.float(), True
+        if mask is not None:       # delta = 0 at padding: exp(0 A) = 1 and no input
+            delta = F.softplus(delta + bias[:, None]) * mask[:, None, :].to(delta.dtype)
+            bias, softplus = None, False
+        y, last = selective_scan(u, delta, -torch.exp(self.A_log.float()), b, c, self.D.float(),
+                                 z=z.mT, delta_bias=bias, delta_softplus=softplus,
+                                 initial_state=state.ssm, return_last_state=True,
+                                 backend=self.backend)
+        conv_state = window[..., window.shape[-1] - (self.d_conv - 1):]
+        return self.out_proj(y.mT), MambaState(conv=conv_state, ssm=last)
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, MambaState]:
+        """``x_t`` ``(B, d_model)`` -> ``(y_t, state)`` by the recurrence."""
+        check_step_input(x_t, "x_t", self.d_model)
+        state = self._checked_state(state, x_t.shape[0])
+        xs, z = self.in_proj(x_t).chunk(2, dim=-1)                                # (B Di)
+        window = torch.cat([state.conv.to(xs.dtype), xs[..., None]], dim=-1)     # (B Di K)
+        u = F.silu((window * self.conv1d.weight[:, 0]).sum(-1)
+                   + (self.conv1d.bias if self.conv1d.bias is not None else 0))  # (B Di)
+        delta, b, c = self._delta_b_c(u[:, None])
+        delta = F.softplus(delta[..., 0] + self.dt_proj.bias).float()             # (B Di)
+        a = -torch.exp(self.A_log.float())                                        # (Di N)
+        h = (torch.exp(delta[..., None] * a) * state.ssm
+             + delta[..., None] * b[:, None, :, 0].float() * u.float()[..., None])  # (B Di N)
+        y = (h * c[:, None, :, 0].float()).sum(-1) + self.D.float() * u.float()   # (B Di)
+        y = (y * F.silu(z.float())).to(x_t.dtype)
+        return self.out_proj(y), MambaState(conv=window[..., 1:], ssm=h)

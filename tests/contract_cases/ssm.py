@@ -1,0 +1,39 @@
+"""Contract cases for the state-space layers and models (seqprob.ssm)."""
+
+from __future__ import annotations
+
+import torch
+
+from seqprob.core.scan import backend_status
+from seqprob.ssm import S4, S4D, CompanionSSM, Mamba, MambaLM
+from seqprob.ssm.spacetime import SpaceTimeEncoder
+from tests.contract_cases import ContractCase
+
+BACKENDS = [name for name, available, _ in backend_status() if available]
+
+
+def _features(d):
+    return lambda g: torch.randn(2, 11, d, generator=g)
+
+
+CASES = [
+    ContractCase("ssm-s4d-zoh-inv", lambda: S4D(4, 8, random_state=0), _features(4)),
+    ContractCase("ssm-s4d-bilinear-lin",
+                 lambda: S4D(4, 6, init="lin", discretization="bilinear", random_state=0),
+                 _features(4)),
+    ContractCase("ssm-s4-dplr", lambda: S4(3, 8, l_max=16, random_state=0), _features(3),
+                 rtol=1e-4, atol=2e-5),
+    ContractCase("ssm-companion", lambda: CompanionSSM(3, 5, l_max=16, random_state=0),
+                 _features(3)),
+    ContractCase("ssm-spacetime-encoder",
+                 lambda: SpaceTimeEncoder(2, 6, 4, 2, 16, ("diff1", "ma3"), 0), _features(2)),
+    *[ContractCase(f"ssm-mamba-{backend}",
+                   lambda backend=backend: Mamba(8, 4, backend=backend, random_state=0),
+                   _features(8))
+      for backend in BACKENDS],
+    ContractCase("ssm-mamba-lm", lambda: MambaLM(16, 2, d_state=4, random_state=0),
+                 lambda g: torch.randint(0, 259, (2, 9), generator=g)),
+    ContractCase("ssm-mamba-lm-s4d", lambda: MambaLM(16, 2, d_state=4, mixer="s4d",
+                                                     random_state=0),
+                 lambda g: torch.randint(0, 259, (2, 9), generator=g)),
+]

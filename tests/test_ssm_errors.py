@@ -1,0 +1,114 @@
+"""Bad input to the SSM layers and models: clear errors that name the argument."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqprob.ssm import S4, S4D, CompanionSSM, Mamba, MambaLM, SpaceTime
+from seqprob.ssm.kernels import MAX_STATE
+
+LAYERS = {
+    "s4d": lambda: S4D(4, 8, l_max=32, random_state=0),
+    "s4": lambda: S4(4, 8, l_max=32, random_state=0),
+    "companion": lambda: CompanionSSM(4, 5, l_max=32, random_state=0),
+    "mamba": lambda: Mamba(4, 4, random_state=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+@pytest.mark.parametrize("x,exc,match", [
+    (torch.randn(2, 5), ValueError, r"x: expected 3 dimensions"),
+    (torch.randn(2, 5, 3), ValueError, r"x: expected shape \(batch=2, length=5, 4\)"),
+    (torch.ones(2, 5, 4, dtype=torch.long), TypeError, r"x: expected a floating-point"),
+    (torch.full((2, 5, 4), float("nan")), ValueError, r"x: expected finite values"),
+    (torch.tensor([[[0.0, float("inf"), 0, 0]]]), ValueError, r"x: expected finite"),
+    ([[0.0]], TypeError, r"x: expected a torch.Tensor"),
+])
+def test_bad_sequences(name, x, exc, match):
+    with pytest.raises(exc, match=match):
+        LAYERS[name]()(x)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_bad_step_inputs_and_states(name):
+    layer = LAYERS[name]()
+    state = layer.init_state(2)
+    with pytest.raises(ValueError, match=r"x_t: expected shape"):
+        layer.step(torch.randn(2, 3), state)
+    with pytest.raises(ValueError, match=r"x_t: expected finite"):
+        layer.step(torch.full((2, 4), float("nan")), state)
+    with pytest.raises(ValueError, match=r"state\.\w+: expected shape .* different batch size"):
+        layer(torch.randn(3, 5, 4), state)
+    with pytest.raises(ValueError, match=r"state\.\w+: expected shape .* different batch size"):
+        layer.step(torch.randn(3, 4), state)
+
+
+def test_state_from_a_different_model():
+    s4d, mamba = S4D(4, 8), Mamba(4, 4)
+    with pytest.raises(TypeError, match=r"state: expected a MambaState from Mamba.init_state, got SSMState"):
+        mamba(torch.randn(2, 5, 4), s4d.init_state(2))
+    with pytest.raises(ValueError, match=r"state\.x: expected shape .* different model"):
+        s4d(torch.randn(2, 5, 4), S4D(4, 16).init_state(2))
+    lm = MambaLM(16, 2, d_state=4)
+    with pytest.raises(ValueError, match=r"state: expected an LMState with 2 layers"):
+        lm.run(input_ids=torch.zeros(2, 3, dtype=torch.long),
+               state=MambaLM(16, 3, d_state=4).init_state(2))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: S4D(4, 11), lambda: S4D(4, 2 * MAX_STATE), lambda: S4(4, 0),
+    lambda: CompanionSSM(4, MAX_STATE + 1), lambda: Mamba(4, MAX_STATE + 1),
+])
+def test_d_state_limits(make):
+    with pytest.raises(ValueError, match=r"d_state: expected"):
+        make()
+
+
+@pytest.mark.parametrize("make", [lambda: S4(4, 8, l_max=16), lambda: S4D(4, 8, l_max=16),
+                                  lambda: CompanionSSM(4, 4, l_max=16)])
+def test_length_above_configured_maximum(make):
+    with pytest.raises(ValueError, match=r"x: expected a length <= 16 .* got length 17"):
+        make()(torch.randn(1, 17, 4))
+
+
+def test_bad_config_values():
+    with pytest.raises(ValueError, match="discretization"):
+        S4D(4, 8, discretization="euler")
+    with pytest.raises(ValueError, match="init"):
+        S4D(4, 8, init="legs")
+    with pytest.raises(ValueError, match="backend"):
+        Mamba(4, backend="cuda-magic")
+    with pytest.raises(ValueError, match="dt_min"):
+        Mamba(4, dt_min=0.0)
+    with pytest.raises(ValueError, match="mixer"):
+        MambaLM(mixer="lstm")
+
+
+def test_language_model_bad_ids():
+    lm = MambaLM(16, 1, d_state=4)
+    with pytest.raises(ValueError, match=r"input_ids: expected ids in \[0, 264\)"):
+        lm.run(input_ids=torch.tensor([[1, 264]]))
+    with pytest.raises(TypeError, match=r"input_ids: expected integer token ids"):
+        lm.run(input_ids=torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"exactly one"):
+        lm.run()
+    with pytest.raises(ValueError, match=r"attention_mask: expected shape"):
+        lm.run(input_ids=torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 4))
+    with pytest.raises(ValueError, match=r"inputs_embeds: expected shape"):
+        lm.run(inputs_embeds=torch.zeros(1, 3, 5))
+
+
+def test_spacetime_bad_input():
+    model = SpaceTime(2, 16, 4, d_model=8, d_state=4, n_layers=1, random_state=0)
+    with pytest.raises(ValueError, match=r"x: expected a length <= 16"):
+        model(torch.randn(1, 17, 2))
+    with pytest.raises(ValueError, match=r"x: expected shape"):
+        model(torch.randn(1, 16, 3))
+    out = model(torch.randn(3, 16, 2))
+    with pytest.raises(ValueError, match=r"y: expected shape"):
+        model.loss(out, torch.randn(3, 16, 2), torch.randn(3, 5, 2))
+    with pytest.raises(ValueError, match="preprocess"):
+        SpaceTime(2, 16, 4, preprocess=("log",))
+    with pytest.raises(ValueError, match="loss_weights"):
+        SpaceTime(2, 16, 4, loss_weights=(1.0, 1.0))
