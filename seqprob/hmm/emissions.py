@@ -146,6 +146,12 @@ def _check_float_obs(x: Tensor, n_features: int) -> Tensor:
     return x
 
 
+def _quadratic_features(flat: Tensor) -> Tensor:
+    """[x**2, x, 1] (N, 2D+1) of observations ``flat`` (N, D): one GEMM against it gives the
+    diagonal-Gaussian log-likelihood table or all three sufficient statistics."""
+    return torch.cat([flat**2, flat, flat.new_ones(flat.shape[0], 1)], dim=1)
+
+
 class GaussianEmission(Emission):
     """Multivariate normal per state. Covariances are stored as log-variances (``spherical``
     (K,), ``diag`` (K, D)) or lower Cholesky factors (``full`` (K, D, D), ``tied`` (D, D)).
@@ -225,8 +231,8 @@ class GaussianEmission(Emission):
                 if self.covariance_type == "spherical" else self.log_var   # (K D)
             prec = torch.exp(-log_var)                                      # (K D)
             bias = -0.5 * (const + log_var.sum(-1) + (self.means**2 * prec).sum(-1))  # (K)
-            weights = torch.cat([-0.5 * prec, self.means * prec], dim=1)   # (K 2D)
-            out = torch.addmm(bias, torch.cat([flat**2, flat], dim=1), weights.T)  # (N K)
+            weights = torch.cat([-0.5 * prec, self.means * prec, bias[:, None]], dim=1)
+            out = _quadratic_features(flat) @ weights.T                     # (N K)
         else:
             tril = self.scale_tril.expand(self.n_states, -1, -1)            # (K D D)
             diff = flat.T[None] - self.means[:, :, None]                    # (K D N)
@@ -239,12 +245,12 @@ class GaussianEmission(Emission):
         obs = self.observed(x)
         w = _zero_missing(weights, obs).reshape(-1, self.n_states)          # (N K)
         flat = _fill_missing(x, obs).reshape(-1, self.n_features)           # (N D)
-        stats = {"post": w.sum(0), "obs": w.T @ flat}
         if self.covariance_type in ("spherical", "diag"):
-            stats["obs2"] = w.T @ flat**2                                   # (K D)
-        else:
-            stats["outer"] = torch.einsum("nk,nd,ne->kde", w, flat, flat)   # (K D D)
-        return stats
+            d = self.n_features
+            sums = w.T @ _quadratic_features(flat)                          # (K 2D+1)
+            return {"post": sums[:, 2 * d], "obs": sums[:, d:2 * d], "obs2": sums[:, :d]}
+        return {"post": w.sum(0), "obs": w.T @ flat,
+                "outer": torch.einsum("nk,nd,ne->kde", w, flat, flat)}     # (K D D)
 
     @torch.no_grad()
     def maximize(self, stats: Stats, letters: str) -> None:

@@ -120,7 +120,7 @@ def _check_inputs(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
 
 
 def _prepare(log_init: Tensor, log_trans: Tensor, loglik: Tensor, lengths: Tensor | None,
-             matmul_dtype: torch.dtype | None = None, *, rescale: bool = True) -> _Prepared:
+             matmul_dtype: torch.dtype | None = None) -> _Prepared:
     lengths, mask = _check_inputs(log_init, log_trans, loglik, lengths)
     batch, _, k = loglik.shape
     if not bool(mask.all()):
@@ -131,7 +131,7 @@ def _prepare(log_init: Tensor, log_trans: Tensor, loglik: Tensor, lengths: Tenso
                          f"{matmul_dtype}")
     prep = _Prepared(init, torch.exp(log_trans).to(loglik.dtype), loglik, None, mask, lengths,
                      matmul_dtype)
-    return _rescale(prep) if rescale else prep
+    return _rescale(prep)
 
 
 def _rescale(prep: _Prepared) -> _Prepared:
@@ -321,11 +321,10 @@ def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
                      matmul_dtype: torch.dtype | None = None) -> Posteriors:
     """Smoothing posteriors and expected transition counts (summed over rows);
     ``matmul_dtype`` as in :func:`forward_filter`."""
-    prep = _prepare(log_init, log_trans, loglik, lengths, matmul_dtype, rescale=False)
+    prep = _prepare(log_init, log_trans, loglik, lengths, matmul_dtype)
     kind = _resolve(method, prep, smoothing=True)
-    if kind == "fused":  # shifts and exponentiates inside the kernel
+    if kind == "fused":
         return _fused(prep)
-    prep = _rescale(prep)
     batch, length, k = prep.scaled.shape
     with _threads_for(_step_flops(batch, k)):
         if kind == "sequential" or length == 1:
@@ -347,9 +346,10 @@ def forward_backward(log_init: Tensor, log_trans: Tensor, loglik: Tensor,
 def _fused(prep: _Prepared) -> Posteriors:
     from seqprob.kernels import hmm_cpu
 
-    alpha, log_norm, smoothed, counts = hmm_cpu.forward_backward(prep.init, prep.trans,
-                                                                 prep.scaled, prep.lengths)
-    return Posteriors(log_norm.sum(-1), alpha, smoothed, prep.trans * counts)
+    alpha, log_c, smoothed, counts = hmm_cpu.forward_backward(prep.init, prep.trans,
+                                                              prep.scaled, prep.lengths)
+    log_lik = ((log_c + prep.shift).masked_fill(~prep.mask, 0.0)).sum(-1)  # (B)
+    return Posteriors(log_lik, alpha, smoothed, prep.trans * counts)
 
 
 def _transition_counts(prep: _Prepared, alpha: Tensor, beta: Tensor, log_c: Tensor,

@@ -43,21 +43,15 @@ def _compile():
 
     # reassociation lets the dot products vectorize; no finite-math assumption (-inf is used)
     @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-    def fused(init, trans, loglik, lengths, alpha, smoothed, log_norm, shift, counts):
-        batch, _, k = loglik.shape
+    def fused(init, trans, scaled, lengths, alpha, smoothed, log_norm, counts):
+        batch, _, k = scaled.shape
         for b in numba.prange(batch):
             n = lengths[b]
             prior = init[b].copy()
-            e = np.empty(k)
             for t in range(n):                                    # forward
-                m = -np.inf
-                for j in range(k):
-                    m = max(m, loglik[b, t, j])
-                m = m if np.isfinite(m) else 0.0
-                shift[b, t] = m
                 total = 0.0
                 for j in range(k):
-                    v = prior[j] * np.exp(loglik[b, t, j] - m)
+                    v = prior[j] * scaled[b, t, j]
                     alpha[b, t, j] = v
                     total += v
                 log_norm[b, t] = np.log(total) if total > 0 else -np.inf
@@ -82,8 +76,7 @@ def _compile():
                 if t == 0:
                     break
                 for j in range(k):
-                    e[j] = np.exp(loglik[b, t, j] - shift[b, t])
-                    w[j] = e[j] * beta[j]
+                    w[j] = scaled[b, t, j] * beta[j]
                 z = np.exp(log_norm[b, t]) * mass                 # sum_ij alpha A w
                 if z > 0:
                     for i in range(k):
@@ -104,26 +97,26 @@ def _compile():
     return fused
 
 
-def forward_backward(init: Tensor, trans: Tensor, loglik: Tensor, lengths: Tensor
+def forward_backward(init: Tensor, trans: Tensor, scaled: Tensor, lengths: Tensor
                      ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Fused recursions on CPU tensors.
 
-    ``init`` (B, K) and ``trans`` (K, K) probabilities, ``loglik`` (B, T, K) emission
-    log-likelihoods (each step is shifted by its maximum and exponentiated inside), ``lengths``
-    (B,). Returns ``alpha`` (B, T, K) normalized filtering distributions, ``log_norm`` (B, T)
-    log p(x_t | x_<t), ``smoothed`` (B, T, K) and ``counts`` (K, K) = sum over transitions of
-    alpha_t^T (e_{t+1} beta_{t+1}) / z_t; padding is zero.
+    ``init`` (B, K) and ``trans`` (K, K) probabilities, ``scaled`` (B, T, K) emission
+    likelihoods up to a per-step factor (exp(loglik - shift), exponentiated by the caller in
+    one vectorized pass), ``lengths`` (B,). Returns ``alpha`` (B, T, K) normalized filtering
+    distributions, ``log_norm`` (B, T) log p(x_t | x_<t) - shift_t, ``smoothed`` (B, T, K) and
+    ``counts`` (K, K) = sum over transitions of alpha_t^T (e_{t+1} beta_{t+1}) / z_t; padding
+    is zero.
     """
-    if loglik.device.type != "cpu":
-        raise ValueError(f"loglik: the fused kernel runs on CPU tensors, got {loglik.device}")
-    batch, length, k = loglik.shape
-    dtype = loglik.dtype
-    args = [t.detach().contiguous().numpy() for t in (init.to(dtype), trans.to(dtype), loglik)]
+    if scaled.device.type != "cpu":
+        raise ValueError(f"scaled: the fused kernel runs on CPU tensors, got {scaled.device}")
+    batch, length, k = scaled.shape
+    dtype = scaled.dtype
+    args = [t.detach().contiguous().numpy() for t in (init.to(dtype), trans.to(dtype), scaled)]
     alpha = np.zeros((batch, length, k), dtype=args[2].dtype)
     smoothed = np.zeros_like(alpha)
     log_norm = np.zeros((batch, length), dtype=alpha.dtype)
-    shift = np.zeros_like(log_norm)
     counts = np.zeros((batch, k, k), dtype=alpha.dtype)
-    _kernel()(*args, lengths.numpy().astype(np.int64), alpha, smoothed, log_norm, shift, counts)
-    return (torch.from_numpy(alpha), torch.from_numpy(log_norm + shift),
-            torch.from_numpy(smoothed), torch.from_numpy(counts.sum(0)))
+    _kernel()(*args, lengths.numpy().astype(np.int64), alpha, smoothed, log_norm, counts)
+    return (torch.from_numpy(alpha), torch.from_numpy(log_norm), torch.from_numpy(smoothed),
+            torch.from_numpy(counts.sum(0)))
