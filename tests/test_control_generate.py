@@ -46,7 +46,9 @@ def test_without_constraints_is_plain_decoding(lm, hmm):
     from seqprob.lm import generate as plain
 
     out = generate(lm, ["Hi"], hmm, max_new_tokens=8)
-    assert out.texts == plain(lm, ["Hi"], 8, eos_token_id=lm.eos_token_ids).texts
+    ref = plain(lm, ["Hi"], 8, eos_token_id=lm.eos_token_ids)
+    assert out.texts == ref.texts
+    assert out.model_logprobs[0] == pytest.approx(ref.model_logprobs[0].tolist())
     assert out.satisfied == [None]
 
 

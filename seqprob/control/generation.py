@@ -29,13 +29,15 @@ from seqprob.lm import generate as lm_generate
 
 @dataclasses.dataclass
 class ControlResult:
-    """Per prompt, in order: ``texts``, ``token_ids`` (the new tokens), and ``satisfied``:
+    """Per prompt, in order: ``texts``, ``token_ids`` (the new tokens), ``model_logprobs``
+    (the LM's own log-probability of each new token, before control) and ``satisfied``:
     whether every keyword occurs in some inflection and no avoided word occurs (checked on the
     text by the word-level automata, independently of decoding; ``None`` without
     constraints)."""
 
     texts: list[str]
     token_ids: list[list[int]]
+    model_logprobs: list[list[float]]
     satisfied: list[bool | None]
 
 
@@ -55,6 +57,20 @@ def _tables(lm: LanguageModel, hmm: HMM | HMMTables | None, verbose: bool) -> HM
         raise ValueError(f"hmm: expected an HMM over the LM's vocabulary of {lm.vocab_size} "
                          f"tokens, got one over {hmm.vocab_size}")
     return hmm
+
+
+CONCEPT_INSTRUCTION = ("Write one short sentence describing a common everyday scene that uses "
+                       "all of these words: ")
+
+
+def concept_prompt(lm: LanguageModel, concepts: Sequence[str]) -> str:
+    """The CommonGen instruction for ``concepts`` as a user turn of the LM's chat template
+    (plain text when the tokenizer has none)."""
+    text = CONCEPT_INSTRUCTION + ", ".join(concepts)
+    if not getattr(lm.tokenizer, "chat_template", None):
+        return text
+    return lm.tokenizer.apply_chat_template([{"role": "user", "content": text}],
+                                            tokenize=False, add_generation_prompt=True)
 
 
 def _keyword_lists(keywords, n_prompts: int) -> list[tuple[str, ...]]:
@@ -142,6 +158,7 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
              for words, rows in groups.items()]
     texts: list[str] = [""] * len(prompts)
     ids: list[list[int]] = [[] for _ in prompts]
+    model_lps: list[list[float]] = [[] for _ in prompts]
     stop = {"eos_token_id": () if eos is None else (eos,)}
     for _, rows, processor in plans:
         processors = [p for p in (processor, attribute) if p is not None]
@@ -151,10 +168,11 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
         for j, r in enumerate(rows):
             n = int(result.lengths[j])
             texts[r], ids[r] = result.texts[j], result.token_ids[j, :n].tolist()
+            model_lps[r] = result.model_logprobs[j, :n].tolist()
     checked = bool(keywords) or bool(avoid)
     satisfied = [_satisfied(t, words, avoid) if checked else None
                  for t, words in zip(texts, lists, strict=True)]
-    return ControlResult(texts, ids, satisfied)
+    return ControlResult(texts, ids, model_lps, satisfied)
 
 
 def _shared_constraint(avoid, constraints, pieces, eos) -> TokenDFA | None:
