@@ -86,3 +86,17 @@ def test_attribute_by_name(lm, hmm, tmp_path, monkeypatch):
                    max_new_tokens=20)
     assert out.satisfied == [True]
     assert len(list(tmp_path.glob("attribute-*.safetensors"))) == 1
+
+
+@pytest.mark.slow
+def test_smollm2_commongen_with_the_default_hmm():
+    from seqprob.control.generation import concept_prompt
+    from seqprob.lm import load
+
+    smol = load("smollm2-135m")
+    concepts = [["ball", "bunch", "kid", "throw"], ["bathroom", "clipper", "cut", "hair"]]
+    out = generate(smol, [concept_prompt(smol, c) for c in concepts], keywords=concepts,
+                   max_new_tokens=40)
+    assert out.satisfied == [True, True]
+    for text, words in zip(out.texts, concepts, strict=True):
+        assert all(_present(text, w) for w in words)

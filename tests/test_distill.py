@@ -74,7 +74,7 @@ def test_bad_input(lm):
     with pytest.raises(ValueError, match="n_hidden"):
         distill(lm, 0)
     with pytest.raises(ValueError, match="n_hidden"):
-        distill(lm, 10_000, **SMALL)
+        distill(lm, 100, seq_len=4, batch_size=2, n_init_batches=1, verbose=False)
     with pytest.raises(ValueError, match="pseudocount"):
         distill(lm, 4, pseudocount=0.0)
 
