@@ -19,9 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument("-n", "--n-hidden", type=int, default=64, help="HMM hidden states")
     parser.add_argument("--seq-len", type=int, default=32, help="tokens per sample")
     parser.add_argument("--batch-size", type=int, default=32, help="samples per batch")
-    parser.add_argument("--init-batches", type=int, default=8,
+    parser.add_argument("--init-batches", type=int, default=4,
                         help="batches whose hidden states initialize the HMM")
-    parser.add_argument("--em-steps", type=int, default=12, help="stepwise-EM updates")
+    parser.add_argument("--em-steps", type=int, default=8, help="stepwise-EM updates")
     parser.add_argument("--held-out", type=int, default=32, help="held-out samples")
     parser.add_argument("--pseudocount", type=float, default=0.01)
     parser.add_argument("--prompt", action="append", help="sample from these prompts "

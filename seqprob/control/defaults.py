@@ -27,8 +27,8 @@ from seqprob.hmm import HMM, distill
 from seqprob.hmm.distill import sample
 
 # a small HMM that distills on CPU in a few minutes for a 135M-parameter LM
-DEFAULT_DISTILL = {"n_hidden": 64, "seq_len": 32, "batch_size": 32, "n_init_batches": 8,
-                   "n_em_steps": 12, "n_held_out": 32, "pseudocount": 0.01, "random_state": 0}
+DEFAULT_DISTILL = {"n_hidden": 64, "seq_len": 32, "batch_size": 32, "n_init_batches": 4,
+                   "n_em_steps": 8, "n_held_out": 32, "pseudocount": 0.01, "random_state": 0}
 TEACHERS = {"nontoxic": nontoxic_teacher, "positive": positive_teacher}
 _ATTRIBUTE_KIND = "seqprob.control.attribute"
 

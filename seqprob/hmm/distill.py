@@ -142,20 +142,37 @@ def _cluster(hidden: Tensor, valid: Tensor, n_hidden: int, random_state: int) ->
 class NgramBaseline:
     """Unigram and bigram models counted from samples: the unigram with add-``pseudocount``
     smoothing; the bigram with a Dirichlet prior of strength ``vocab_size * pseudocount``
-    centred on the unigram."""
+    centred on the unigram. Bigram counts are kept sparse (sorted pair codes ``a * V + b``
+    and their counts): a dense (V, V) table would not fit for a real vocabulary."""
 
     def __init__(self, vocab_size: int, pseudocount: float):
         self.vocab_size, self.pseudocount = vocab_size, pseudocount
-        self.uni = torch.zeros(vocab_size, dtype=torch.float64)
-        self.bi = torch.zeros(vocab_size, vocab_size, dtype=torch.float64)
+        self.uni = torch.zeros(vocab_size, dtype=torch.float64)      # (V)
+        self.row = torch.zeros(vocab_size, dtype=torch.float64)      # (V) pairs starting at a
+        self.pairs = torch.zeros(0, dtype=torch.long)                # (P) sorted codes
+        self.pair_counts = torch.zeros(0, dtype=torch.float64)       # (P)
+
+    def _pairs(self, tokens: Tensor) -> Tensor:
+        valid = tokens >= 0
+        pair = valid[:, 1:] & valid[:, :-1]
+        return (tokens[:, :-1] * self.vocab_size + tokens[:, 1:])[pair]
 
     def add(self, samples: Samples) -> None:
-        tokens, valid = samples.tokens, samples.tokens >= 0
-        self.uni += torch.bincount(tokens[valid], minlength=self.vocab_size).double()
-        pair = valid[:, 1:] & valid[:, :-1]
-        flat = (tokens[:, :-1] * self.vocab_size + tokens[:, 1:])[pair]
-        self.bi += torch.bincount(flat, minlength=self.vocab_size ** 2).double().reshape(
-            self.vocab_size, self.vocab_size)
+        tokens = samples.tokens
+        self.uni += torch.bincount(tokens[tokens >= 0], minlength=self.vocab_size).double()
+        codes = self._pairs(tokens)
+        self.row += torch.bincount(codes // self.vocab_size, minlength=self.vocab_size).double()
+        merged = torch.cat([self.pairs, codes])
+        weights = torch.cat([self.pair_counts, torch.ones(codes.shape[0], dtype=torch.float64)])
+        self.pairs, inverse = torch.unique(merged, sorted=True, return_inverse=True)
+        self.pair_counts = torch.zeros(self.pairs.shape[0], dtype=torch.float64).index_add_(
+            0, inverse, weights)
+
+    def _pair_count(self, codes: Tensor) -> Tensor:
+        if self.pairs.numel() == 0:
+            return torch.zeros(codes.shape[0], dtype=torch.float64)
+        at = torch.searchsorted(self.pairs, codes).clamp(max=self.pairs.shape[0] - 1)
+        return torch.where(self.pairs[at] == codes, self.pair_counts[at], 0.0)
 
     def log_likelihoods(self, samples: Samples) -> tuple[float, float]:
         """Held-out (unigram, bigram) log-likelihood per token of ``samples``."""
@@ -163,11 +180,13 @@ class NgramBaseline:
         p_uni = (self.uni + self.pseudocount) / (self.uni.sum() + self.pseudocount
                                                  * self.vocab_size)     # (V)
         strength = self.pseudocount * self.vocab_size
-        p_bi = (self.bi + strength * p_uni) / (self.bi.sum(1, keepdim=True) + strength)
+        codes = self._pairs(tokens)
+        first, second = codes // self.vocab_size, codes % self.vocab_size
+        p_bi = (self._pair_count(codes) + strength * p_uni[second]) / (self.row[first]
+                                                                       + strength)
         uni = torch.log(p_uni[tokens[valid]]).sum()
-        first = torch.log(p_uni[tokens[:, 0][valid[:, 0]]]).sum()
-        pair = valid[:, 1:] & valid[:, :-1]
-        bi = torch.log(p_bi[tokens[:, :-1][pair], tokens[:, 1:][pair]]).sum() + first
+        starts = torch.log(p_uni[tokens[:, 0][valid[:, 0]]]).sum()
+        bi = torch.log(p_bi).sum() + starts
         n = float(valid.sum())
         return float(uni) / n, float(bi) / n
 
@@ -183,7 +202,9 @@ def _save(path: Path, hmm: HMM, running: Statistics, baseline: NgramBaseline, st
           history: list[float], settings: dict) -> None:
     tensors = {"log_startprob": hmm.log_startprob, "log_transmat": hmm.log_transmat,
                "log_emission": hmm.emission.log_emission, "uni": baseline.uni,
-               "bi": baseline.bi, **{f"stat_{i}": t for i, t in enumerate(running.tensors())}}
+               "row": baseline.row, "pairs": baseline.pairs,
+               "pair_counts": baseline.pair_counts,
+               **{f"stat_{i}": t for i, t in enumerate(running.tensors())}}
     save_checkpoint(path, tensors, kind=_CHECKPOINT_KIND,
                     config={"step": step, "history": history, "settings": settings,
                             "hmm": hmm.get_config()})
@@ -203,7 +224,8 @@ def _restore(path: Path, settings: dict) -> tuple[HMM, Statistics, NgramBaseline
     stats = [tensors[f"stat_{i}"] for i in range(5)]
     running = Statistics(stats[0], stats[1], stats[2], {"obs": stats[3]}, stats[4])
     baseline = NgramBaseline(hmm.emission.n_symbols, settings["pseudocount"])
-    baseline.uni, baseline.bi = tensors["uni"], tensors["bi"]
+    baseline.uni, baseline.row = tensors["uni"], tensors["row"]
+    baseline.pairs, baseline.pair_counts = tensors["pairs"], tensors["pair_counts"]
     return hmm, running, baseline, int(config["step"]), list(config["history"])
 
 
