@@ -27,8 +27,8 @@ from seqprob.hmm import HMM, distill
 from seqprob.hmm.distill import sample
 
 # a small HMM that distills on CPU in a few minutes for a 135M-parameter LM
-DEFAULT_DISTILL = {"n_hidden": 64, "seq_len": 32, "batch_size": 32, "n_init_batches": 4,
-                   "n_em_steps": 8, "n_held_out": 32, "pseudocount": 0.01, "random_state": 0}
+DEFAULT_DISTILL = {"n_hidden": 64, "seq_len": 24, "batch_size": 32, "n_init_batches": 3,
+                   "n_em_steps": 4, "n_held_out": 16, "pseudocount": 0.01, "random_state": 0}
 TEACHERS = {"nontoxic": nontoxic_teacher, "positive": positive_teacher}
 _ATTRIBUTE_KIND = "seqprob.control.attribute"
 
@@ -68,7 +68,7 @@ def default_hmm(lm: LanguageModel, *, verbose: bool = True, **settings) -> HMM:
     return result.hmm
 
 
-def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 256, length: int = 32,
+def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length: int = 24,
                       random_state: int = 0, verbose: bool = True) -> TokenAttribute:
     """A token-factorized attribute ``name`` (``"nontoxic"``, ``"positive"``) fit to
     ``n_texts`` samples of ``length`` tokens from ``lm`` scored by the offline teacher;
