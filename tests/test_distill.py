@@ -1,5 +1,6 @@
 """Distillation of an HMM from a language model (tiny LM: fast)."""
 
+import itertools
 import math
 
 import pytest
@@ -91,3 +92,27 @@ def test_ngram_baseline_is_normalized():
             _, bi = base.log_likelihoods(Samples(torch.tensor([[a, b]]), torch.tensor([2]), None))
             total += math.exp(2 * bi)
     assert total == pytest.approx(1.0)
+
+
+def test_sparse_bigram_matches_a_dense_count():
+    from seqprob.hmm.distill import NgramBaseline
+
+    g = torch.Generator().manual_seed(0)
+    v, c = 5, 0.3
+    train = [torch.randint(0, v, (3, 6), generator=g) for _ in range(2)]
+    base = NgramBaseline(v, c)
+    for t in train:
+        base.add(Samples(t, torch.full((3,), 6), None))
+    tokens = torch.cat(train)
+    uni = torch.bincount(tokens.reshape(-1), minlength=v).double()
+    bi = torch.zeros(v, v, dtype=torch.float64)
+    for row in tokens.tolist():
+        for a, b in itertools.pairwise(row):
+            bi[a, b] += 1
+    p_uni = (uni + c) / (uni.sum() + c * v)
+    p_bi = (bi + c * v * p_uni) / (bi.sum(1, keepdim=True) + c * v)
+    test = torch.randint(0, v, (2, 4), generator=g)
+    want = sum(math.log(p_uni[r[0]]) + sum(math.log(p_bi[a, b]) for a, b in itertools.pairwise(r))
+               for r in test.tolist()) / 8
+    _, got = base.log_likelihoods(Samples(test, torch.full((2,), 4), None))
+    assert got == pytest.approx(want)
