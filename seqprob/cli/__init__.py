@@ -8,7 +8,7 @@ import sys
 
 # Subcommand modules of this package; each defines ``register(subparsers)`` which adds its
 # parser and sets ``func`` (called with the parsed arguments, returns an exit code).
-COMMANDS = ("info", "demo", "hmm", "generate", "forecast")
+COMMANDS = ("info", "demo", "hmm", "generate", "forecast", "distill")
 
 
 def build_parser() -> argparse.ArgumentParser:

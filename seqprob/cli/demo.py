@@ -114,7 +114,40 @@ def _forecast_rows(models, y, start, horizon, stride, rows, quiet) -> None:
 
 DEMO_BACKBONE = "dlinear"
 DEMO_PLOT = "seqprob-demo-forecast.png"
-SECTIONS = (scan_tour, forecasting_tour)
+
+
+# three CommonGen dev concept sets (Apache-2.0)
+CONCEPT_SETS = (("ball", "bunch", "kid", "throw"), ("bathroom", "clipper", "cut", "hair"),
+                ("jean", "shirt", "sidewalk", "walk"))
+
+
+def constrained_tour(quiet: bool) -> None:
+    """SmolLM2 asked to use every concept of a set, alone and with HMM-guided decoding (the
+    default HMM: distilled in a few minutes on first use, then cached)."""
+    from seqprob.control import generate as controlled
+    from seqprob.control.defaults import cache_dir, default_hmm
+    from seqprob.control.generation import concept_prompt
+    from seqprob.control.words import keyword
+    from seqprob.lm import generate, load
+
+    lm = load("smollm2-135m")
+    print(f"Constrained generation, SmolLM2-135M, greedy, 32 new tokens (HMM cache: "
+          f"{cache_dir()})")
+    hmm = default_hmm(lm, verbose=not quiet)
+    prompts = [concept_prompt(lm, c) for c in CONCEPT_SETS]
+    plain = generate(lm, prompts, 32).texts
+    guided = controlled(lm, prompts, hmm, keywords=[list(c) for c in CONCEPT_SETS],
+                        max_new_tokens=32).texts
+    rows = []
+    for concepts, p_text, g_text in zip(CONCEPT_SETS, plain, guided, strict=True):
+        for name, text in (("LM alone", p_text), ("LM + HMM", g_text)):
+            ok = all(keyword(c).accepts_text(text) for c in concepts)
+            rows.append((", ".join(concepts) if name == "LM alone" else "", name,
+                         " ".join(text.split()), "yes" if ok else "no"))
+    print(format_table(["concepts", "decoding", "text", "all concepts"], rows))
+
+
+SECTIONS = (scan_tour, forecasting_tour, constrained_tour)
 
 
 def register(subparsers) -> None:

@@ -38,6 +38,17 @@ def register(subparsers) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0)
     parser.add_argument("--ban", action="append", default=[], metavar="WORD",
                         help="never generate this word (repeatable)")
+    parser.add_argument("--keywords", action="append", metavar="WORDS",
+                        help="comma-separated words that must all appear, in any inflection "
+                             "(once for every prompt, or once per prompt in order)")
+    parser.add_argument("--avoid", action="append", default=[], metavar="WORD",
+                        help="a word that must not appear, in any tokenization (repeatable; "
+                             "guaranteed, unlike --ban)")
+    parser.add_argument("--attribute", action="append", choices=["nontoxic", "positive"],
+                        help="steer toward this attribute (TRACE; repeatable)")
+    parser.add_argument("--strength", type=float, default=1.0, help="attribute strength")
+    parser.add_argument("--hmm", type=Path, help="the HMM of --keywords/--avoid/--attribute "
+                        "(default: distilled from the model on first use and cached)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for --sample")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
@@ -58,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     texts = [_chat(lm.tokenizer, p) for p in prompts] if args.chat else prompts
     processors = [BannedSequences(_ban_sequences(lm.tokenizer, args.ban))] if args.ban else []
     generator = torch.Generator(device=lm.device).manual_seed(args.seed)
+    if args.keywords or args.avoid or args.attribute:
+        return _run_controlled(args, lm, prompts, texts, processors, generator)
     with _output(args.output) as out:
         for start in range(0, len(texts), batch_size):
             result = generate(
@@ -73,6 +86,36 @@ def run(args: argparse.Namespace) -> int:
                           "logprobs": [round(x, 5) for x in result.logprobs[i, :n].tolist()]}
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             out.flush()
+    return 0
+
+
+def _run_controlled(args, lm, prompts, texts, processors, generator) -> int:
+    """Keywords, avoided words and attributes through :func:`seqprob.control.generate`."""
+    from seqprob.control import generate as controlled
+    from seqprob.hmm import HMM
+
+    keywords = None
+    if args.keywords:
+        lists = [[w.strip() for w in item.split(",") if w.strip()] for item in args.keywords]
+        if len(lists) not in (1, len(prompts)):
+            raise ValueError(f"--keywords: expected once or once per prompt ({len(prompts)}), "
+                             f"got {len(lists)} times")
+        keywords = lists * len(prompts) if len(lists) == 1 else lists
+    if processors:
+        raise ValueError("--ban: use --avoid with --keywords/--attribute")
+    hmm = HMM.load(args.hmm) if args.hmm is not None else None
+    result = controlled(
+        lm, texts, hmm, keywords=keywords, avoid=args.avoid, attributes=args.attribute,
+        strength=args.strength, max_new_tokens=args.max_new_tokens, verbose=args.progress,
+        do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
+        min_new_tokens=args.min_new_tokens, random_state=generator)
+    with _output(args.output) as out:
+        for i, text in enumerate(result.texts):
+            record = {"prompt": prompts[i], "text": text, "token_ids": result.token_ids[i],
+                      "keywords": keywords[i] if keywords else [],
+                      "satisfied": result.satisfied[i]}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return 0
 
 

@@ -7,7 +7,9 @@ tables), ``constrained`` (the constraint processor), ``trace`` (attributes).
 """
 
 from seqprob.control.constrained import ConstraintProcessor
+from seqprob.control.defaults import default_attribute, default_hmm
 from seqprob.control.dfa import DFA
+from seqprob.control.generation import ControlResult, generate
 from seqprob.control.hmm_tables import HMMTables, hmm_tables
 from seqprob.control.tokens import TokenDFA, compile_keywords, compile_tokens, token_bytes
 from seqprob.control.trace import AttributeProcessor, TokenAttribute, fit_attribute
@@ -26,6 +28,7 @@ __all__ = [
     "DFA",
     "AttributeProcessor",
     "ConstraintProcessor",
+    "ControlResult",
     "HMMTables",
     "TokenAttribute",
     "TokenDFA",
@@ -34,7 +37,10 @@ __all__ = [
     "compile_keywords",
     "compile_tokens",
     "contains",
+    "default_attribute",
+    "default_hmm",
     "fit_attribute",
+    "generate",
     "hmm_tables",
     "inflections",
     "keyword",

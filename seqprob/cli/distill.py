@@ -1,0 +1,53 @@
+"""``seqprob distill``: distill an HMM from a language model; save it and print a JSON summary
+(held-out log-likelihood per token of the HMM and of unigram/bigram baselines)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seqprob.core import resolve_device
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "distill", help="distill an HMM from a language model (for constrained decoding)",
+        description="Sample text from a language model, initialize an HMM by clustering its "
+                    "hidden states, refine it by stepwise EM; save it and print a JSON summary.")
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="a known model name or a local transformers folder")
+    parser.add_argument("-n", "--n-hidden", type=int, default=64, help="HMM hidden states")
+    parser.add_argument("--seq-len", type=int, default=32, help="tokens per sample")
+    parser.add_argument("--batch-size", type=int, default=32, help="samples per batch")
+    parser.add_argument("--init-batches", type=int, default=4,
+                        help="batches whose hidden states initialize the HMM")
+    parser.add_argument("--em-steps", type=int, default=8, help="stepwise-EM updates")
+    parser.add_argument("--held-out", type=int, default=32, help="held-out samples")
+    parser.add_argument("--pseudocount", type=float, default=0.01)
+    parser.add_argument("--prompt", action="append", help="sample from these prompts "
+                        "(repeatable; default: from BOS)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="resumable checkpoint file (written during EM, read to resume)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--output", type=Path, default=Path("hmm.safetensors"))
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from seqprob.hmm import distill
+    from seqprob.lm import load
+
+    lm = load(args.model).to(resolve_device(args.device))
+    result = distill(lm, args.n_hidden, seq_len=args.seq_len, batch_size=args.batch_size,
+                     n_init_batches=args.init_batches, n_em_steps=args.em_steps,
+                     n_held_out=args.held_out, pseudocount=args.pseudocount,
+                     prompts=args.prompt, checkpoint=args.checkpoint, random_state=args.seed,
+                     verbose=not args.quiet)
+    path = result.hmm.save(args.output)
+    summary = {"output": str(path), "n_hidden": args.n_hidden, "vocab_size": lm.vocab_size,
+               "held_out_log_likelihood_per_token": {k: round(v, 4) for k, v in
+                                                     result.held_out.items()}}
+    print(json.dumps(summary))
+    return 0

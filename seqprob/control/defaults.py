@@ -1,0 +1,92 @@
+"""Default HMMs and attributes for a language model, built on first use and cached on disk.
+
+The cache folder is ``$SEQPROB_CACHE`` or ``~/.cache/seqprob``; an entry's file name holds a
+fingerprint of the LM (class, sizes, a sample of its weights) and of the build settings, so a
+different model or different settings never reuse a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from seqprob.control.trace import (
+    TokenAttribute,
+    fit_from_texts,
+    nontoxic_teacher,
+    positive_teacher,
+)
+from seqprob.core import LanguageModel
+from seqprob.core.persist import load_checkpoint, save_checkpoint
+from seqprob.core.validation import check_choice
+from seqprob.hmm import HMM, distill
+from seqprob.hmm.distill import sample
+
+# a small HMM that distills on CPU in a few minutes for a 135M-parameter LM
+DEFAULT_DISTILL = {"n_hidden": 64, "seq_len": 24, "batch_size": 32, "n_init_batches": 3,
+                   "n_em_steps": 4, "n_held_out": 16, "pseudocount": 0.01, "random_state": 0}
+TEACHERS = {"nontoxic": nontoxic_teacher, "positive": positive_teacher}
+_ATTRIBUTE_KIND = "seqprob.control.attribute"
+
+
+def cache_dir() -> Path:
+    """``$SEQPROB_CACHE`` or ``~/.cache/seqprob``."""
+    return Path(os.environ.get("SEQPROB_CACHE") or Path.home() / ".cache" / "seqprob")
+
+
+@torch.no_grad()
+def lm_fingerprint(lm: LanguageModel) -> str:
+    """A short hash of the LM's class, sizes and a sample of its weights."""
+    digest = hashlib.sha256(f"{type(lm).__name__}:{lm.vocab_size}:{lm.hidden_size}".encode())
+    for p in list(lm.parameters())[:2] + list(lm.parameters())[-1:]:
+        digest.update(p.detach().reshape(-1)[:4096].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _key(lm: LanguageModel, settings: dict) -> str:
+    text = json.dumps(settings, sort_keys=True)
+    return f"{lm_fingerprint(lm)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def default_hmm(lm: LanguageModel, *, verbose: bool = True, **settings) -> HMM:
+    """The cached HMM distilled from ``lm`` with :data:`DEFAULT_DISTILL` updated by
+    ``settings`` (keyword arguments of :func:`seqprob.hmm.distill`); distilled and saved on
+    first use."""
+    settings = {**DEFAULT_DISTILL, **settings}
+    path = cache_dir() / f"hmm-{_key(lm, settings)}.safetensors"
+    if path.is_file():
+        return HMM.load(path)
+    result = distill(lm, verbose=verbose, **settings)
+    if verbose:
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in result.held_out.items())
+        print(f"distilled HMM, held-out log-likelihood per token: {scores}")
+    result.hmm.save(path)
+    return result.hmm
+
+
+def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length: int = 24,
+                      random_state: int = 0, verbose: bool = True) -> TokenAttribute:
+    """A token-factorized attribute ``name`` (``"nontoxic"``, ``"positive"``) fit to
+    ``n_texts`` samples of ``length`` tokens from ``lm`` scored by the offline teacher;
+    cached."""
+    check_choice(name, "attribute", tuple(TEACHERS))
+    settings = {"name": name, "n_texts": n_texts, "length": length,
+                "random_state": random_state}
+    path = cache_dir() / f"attribute-{_key(lm, settings)}.safetensors"
+    if path.is_file():
+        tensors, _, _ = load_checkpoint(path, kind=_ATTRIBUTE_KIND)
+        return TokenAttribute(tensors["weights"], name)
+    if verbose:
+        print(f"fitting attribute {name!r} on {n_texts} samples from the LM")
+    samples = sample(lm, n_texts, length, random_state=random_state)
+    texts = [lm.tokenizer.decode(row[row >= 0].tolist(), skip_special_tokens=True)
+             for row in samples.tokens]
+    attribute = fit_from_texts(texts, lm.tokenizer, TEACHERS[name], vocab_size=lm.vocab_size,
+                               name=name)
+    save_checkpoint(path, {"weights": attribute.weights}, kind=_ATTRIBUTE_KIND,
+                    config=settings)
+    return attribute
