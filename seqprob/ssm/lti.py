@@ -90,7 +90,7 @@ def final_state(trans: Transition, b: Tensor, u: Tensor, x0: Tensor | None) -> T
 
     ``b`` ``(H, N)``, ``u`` ``(B, H, L)`` real, ``x0`` ``(B, H, N)`` or None -> ``(B, H, N)``.
     """
-    batch, heads, length = u.shape
+    heads, length = u.shape[1:]
     c = chunk_size(length, heads * b.shape[-1])  # the Krylov block does not grow with batch
     pad = (-length) % c
     blocks = F.pad(u, (pad, 0)).unflatten(-1, (-1, c)).to(b.dtype)          # (B H m c)
