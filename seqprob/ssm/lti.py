@@ -51,7 +51,9 @@ class DenseTransition:
         self.a = a                                                              # (H N N)
 
     def apply(self, x: Tensor) -> Tensor:
-        return (self.a @ x[..., None])[..., 0]
+        """``A x`` for ``x`` ``(..., H, N)``: one GEMM per head, never a batch-wide copy of
+        ``A``."""
+        return torch.einsum("hij,...hj->...hi", self.a, x)
 
     def power(self, k: int) -> DenseTransition:
         return DenseTransition(torch.linalg.matrix_power(self.a, k))
