@@ -60,6 +60,19 @@ class LTISSM(SequenceModel, Persistable):
     def forward(self, x: Tensor, state: State | None = None, *, mask: Tensor | None = None
                 ) -> tuple[Tensor, SSMState]:
         """``x`` ``(B, L, d_model)`` -> ``(y (B, L, d_model), final state)``."""
+        y, u, state = self._outputs(x, state, mask)
+        trans, b, _ = self.kernel.recurrence()
+        last = final_state(trans, b, u, None if state is None else state.x)
+        return y, SSMState(last)
+
+    def outputs(self, x: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        """``forward(x)[0]`` from the zero state without the final state (training paths
+        that discard it): ``(B, L, d_model)`` -> ``(B, L, d_model)``."""
+        return self._outputs(x, None, mask)[0]
+
+    def _outputs(self, x: Tensor, state: State | None, mask: Tensor | None
+                 ) -> tuple[Tensor, Tensor, SSMState | None]:
+        """``(y (B, L, d_model), u (B, d_model, L) masked input, checked state)``."""
         check_sequence(x, "x", self.d_model, self.kernel.max_length)
         state = self._checked_state(state, x.shape[0])
         u = x.mT.float()                                                          # (B H L)
@@ -68,12 +81,10 @@ class LTISSM(SequenceModel, Persistable):
             u = u * mask[:, None, :].to(u.dtype)
         length = u.shape[-1]
         y = fft_conv(u, self.kernel(length)) + self.D[:, None] * u                # (B H L)
-        trans, b, c = self.kernel.recurrence()
-        x0 = None if state is None else state.x
-        if x0 is not None:
-            y = y + state_response(trans, c, x0, length)
-        last = final_state(trans, b, u, x0)
-        return self.post(y.mT).to(x.dtype), SSMState(last)
+        if state is not None:
+            trans, _, c = self.kernel.recurrence()
+            y = y + state_response(trans, c, state.x, length)
+        return self.post(y.mT).to(x.dtype), u, state
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, SSMState]:
         """``x_t`` ``(B, d_model)`` -> ``(y_t (B, d_model), state)``."""

@@ -51,7 +51,9 @@ class DenseTransition:
         self.a = a                                                              # (H N N)
 
     def apply(self, x: Tensor) -> Tensor:
-        return (self.a @ x[..., None])[..., 0]
+        """``A x`` for ``x`` ``(..., H, N)``: one GEMM per head, never a batch-wide copy of
+        ``A``."""
+        return torch.einsum("hij,...hj->...hi", self.a, x)
 
     def power(self, k: int) -> DenseTransition:
         return DenseTransition(torch.linalg.matrix_power(self.a, k))
@@ -90,12 +92,12 @@ def final_state(trans: Transition, b: Tensor, u: Tensor, x0: Tensor | None) -> T
 
     ``b`` ``(H, N)``, ``u`` ``(B, H, L)`` real, ``x0`` ``(B, H, N)`` or None -> ``(B, H, N)``.
     """
-    batch, heads, length = u.shape
-    c = chunk_size(length, heads * b.shape[-1] * max(batch, 1))
+    heads, length = u.shape[1:]
+    c = chunk_size(length, heads * b.shape[-1])  # the Krylov block does not grow with batch
     pad = (-length) % c
     blocks = F.pad(u, (pad, 0)).unflatten(-1, (-1, c)).to(b.dtype)          # (B H m c)
     reach = trans.krylov(b, c).flip(-1)                                      # (H N c)
-    contrib = torch.einsum("hnj,bhmj->mbhn", reach, blocks)                  # (m B H N)
+    contrib = (blocks.permute(2, 1, 0, 3) @ reach.mT[None]).permute(0, 2, 1, 3)  # (m B H N)
     jump = trans.power(c)
     x = torch.zeros_like(contrib[0])
     for block in contrib:

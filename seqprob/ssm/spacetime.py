@@ -75,6 +75,10 @@ class EncoderBlock(nn.Module):
         y, state = self.ssm(h, state)
         return h + self.mlp(y), state
 
+    def outputs(self, h: Tensor) -> Tensor:
+        """``forward(h)[0]`` without the final state."""
+        return h + self.mlp(self.ssm.outputs(h))
+
     def step(self, h: Tensor, state: State) -> tuple[Tensor, State]:
         y, state = self.ssm.step(h, state)
         return h + self.mlp(y), state
@@ -131,6 +135,18 @@ class SpaceTimeEncoder(SequenceModel):
             h, layer_state = block(h, layer_state)
             states.append(layer_state)
         return h, EncoderState(pre_state, tuple(states))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``forward(x)[0]`` from the zero state, skipping the final states (which cost
+        more than the convolutions): ``(B, L, d_input)`` -> ``(B, L, d_model)``."""
+        check_sequence(x, "x", self.d_input, self.l_max)
+        pre = None
+        if self.preprocess is not None:
+            pre = self.preprocess.outputs(x.repeat(1, 1, self.n_views - 1))
+        h = self.embed(self._views(x, pre))
+        for block in self.blocks:
+            h = block.outputs(h)
+        return h
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, EncoderState]:
         check_step_input(x_t, "x_t", self.d_input)
@@ -229,7 +245,7 @@ class SpaceTime(Persistable):
         return dict(self._config)
 
     def forward(self, x: Tensor) -> SpaceTimeOutput:
-        z, _ = self.encoder(x)                                                    # (B L H)
+        z = self.encoder.encode(x)                                                # (B L H)
         y_open, u_next, forecast = self.decoder(z, self.horizon)
         return SpaceTimeOutput(forecast=self.head(forecast), next_step=self.head(y_open),
                                input_pred=u_next, encoded=z)
