@@ -86,14 +86,14 @@ class Persistable(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the config and the parameters and buffers to ``path`` atomically."""
-        return save_checkpoint(path, self.state_dict(), kind=_kind(type(self)),
+        return save_checkpoint(path, self.state_dict(), kind=kind_of(type(self)),
                                config=self.get_config())
 
     @classmethod
     def load(cls: type[T], path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
              ) -> T:
         """Rebuild a module saved by :meth:`save`."""
-        tensors, config, _ = load_checkpoint(path, kind=_kind(cls))
+        tensors, config, _ = load_checkpoint(path, kind=kind_of(cls))
         return cls.from_checkpoint(tensors, config).to(map_location)
 
     @classmethod
@@ -104,13 +104,14 @@ class Persistable(nn.Module):
         return model
 
 
-def _kind(cls: type) -> str:
+def kind_of(cls: type) -> str:
+    """The checkpoint kind of a class: its dotted import path."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register(cls: type[T]) -> type[T]:
     """Class decorator: make ``cls`` loadable by :func:`load` from its kind."""
-    _KINDS[_kind(cls)] = cls
+    _KINDS[kind_of(cls)] = cls
     return cls
 
 

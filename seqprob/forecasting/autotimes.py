@@ -21,21 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils.validation import check_is_fitted
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from seqprob.core.device import resolve_device
 from seqprob.core.language import LanguageModel
-from seqprob.core.persist import load_checkpoint, register
+from seqprob.core.persist import kind_of, load_checkpoint, register
 from seqprob.core.validation import check_choice, check_float, check_int
 from seqprob.forecasting.autotimes_net import PROJECTORS, AutoTimesNet
 from seqprob.forecasting.base import (
     Forecaster,
-    _kind,
     _restore_params,
     _series_from_meta,
-    check_finite_history,
 )
 from seqprob.forecasting.series import as_series
 from seqprob.forecasting.timestamps import lm_identity, timestamp_embeddings
@@ -299,13 +296,7 @@ class AutoTimesForecaster(Forecaster):
         start_times : with ``timestamps=True``, the time stamp of each context's first row
             ``(n,)`` (the fitted series' frequency continues it).
         """
-        check_is_fitted(self, "series_")
-        contexts = np.asarray(contexts, dtype=np.float64)
-        if contexts.ndim != 3 or contexts.shape[2] != self.series_.n_channels:
-            raise ValueError(f"contexts: expected (n, length, {self.series_.n_channels}), got "
-                             f"shape {contexts.shape}")
-        self._check_history(contexts.shape[1])
-        check_finite_history(contexts.reshape(-1, contexts.shape[2]), "contexts")
+        contexts = self._check_contexts(contexts)
         n = len(contexts)
         return self._rollout(contexts, check_int(horizon, "horizon", minimum=1),
                              self._prompt(prompt, n), self._window_starts(start_times, n))
@@ -438,7 +429,7 @@ class AutoTimesForecaster(Forecaster):
              map_location: str | torch.device = "cpu") -> AutoTimesForecaster:
         """Rebuild from the projector checkpoint at ``path``; ``lm`` supplies (or replaces)
         the LLM — required when the model was saved with a LanguageModel instance."""
-        tensors, config, _ = load_checkpoint(path, kind=_kind(cls))
+        tensors, config, _ = load_checkpoint(path, kind=kind_of(cls))
         return cls.from_checkpoint(tensors, config, lm=lm).to(map_location)
 
     @classmethod

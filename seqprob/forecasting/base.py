@@ -28,7 +28,7 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from seqprob.core.persist import load_checkpoint, save_checkpoint
+from seqprob.core.persist import kind_of, load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_int, describe
 from seqprob.forecasting.metrics import POINT_METRICS, mase
 from seqprob.forecasting.series import Series, as_series, check_no_nan
@@ -161,6 +161,11 @@ class Forecaster(BaseEstimator):
         The fitted parameters are reused for every context (no refit); models with a fixed
         lookback use each context's last ``lookback`` rows.
         """
+        contexts = self._check_contexts(contexts)
+        return self._forecast_batch(contexts, check_int(horizon, "horizon", minimum=1))
+
+    def _check_contexts(self, contexts: Any) -> np.ndarray:
+        """Contexts ``(n, length, n_channels)`` as float64, long enough and finite."""
         check_is_fitted(self, "series_")
         contexts = np.asarray(contexts, dtype=np.float64)
         if contexts.ndim != 3 or contexts.shape[2] != self.series_.n_channels:
@@ -168,7 +173,7 @@ class Forecaster(BaseEstimator):
                              f"shape {contexts.shape}")
         self._check_history(contexts.shape[1])
         check_finite_history(contexts.reshape(-1, contexts.shape[2]), "contexts")
-        return self._forecast_batch(contexts, check_int(horizon, "horizon", minimum=1))
+        return contexts
 
     def _forecast_batch(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
         return np.stack([self._forecast(c, horizon, None, None) for c in contexts])
@@ -235,7 +240,7 @@ class Forecaster(BaseEstimator):
             tensors["series.X"] = torch.tensor(self.X_)
         config = {"params": self._json_params(), "state": state,
                   "series": _series_meta(self.series_)}
-        return save_checkpoint(path, tensors, kind=_kind(type(self)), config=config)
+        return save_checkpoint(path, tensors, kind=kind_of(type(self)), config=config)
 
     def _json_params(self) -> dict[str, Any]:
         params = self.get_params(deep=False)
@@ -249,7 +254,7 @@ class Forecaster(BaseEstimator):
     def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
              ) -> Forecaster:
         """Rebuild a forecaster written by :meth:`save` (never unpickles)."""
-        tensors, config, _ = load_checkpoint(path, kind=_kind(cls))
+        tensors, config, _ = load_checkpoint(path, kind=kind_of(cls))
         return cls.from_checkpoint(tensors, config).to(map_location)
 
     @classmethod
@@ -272,10 +277,6 @@ class Forecaster(BaseEstimator):
 
     def _set_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         self._fit(self.series_.values, self.X_, None)
-
-
-def _kind(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _restore_params(params: dict[str, Any]) -> dict[str, Any]:
