@@ -97,7 +97,7 @@ def final_state(trans: Transition, b: Tensor, u: Tensor, x0: Tensor | None) -> T
     pad = (-length) % c
     blocks = F.pad(u, (pad, 0)).unflatten(-1, (-1, c)).to(b.dtype)          # (B H m c)
     reach = trans.krylov(b, c).flip(-1)                                      # (H N c)
-    contrib = (blocks.permute(2, 1, 0, 3) @ reach.mT[None]).permute(0, 2, 1, 3)  # (m B H N)
+    contrib = torch.einsum("hnj,bhmj->mbhn", reach, blocks)                  # (m B H N)
     jump = trans.power(c)
     x = torch.zeros_like(contrib[0])
     for block in contrib:
