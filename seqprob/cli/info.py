@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import platform
 
 import torch
@@ -22,6 +23,15 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _omp_wait_policy() -> str:
+    """The OpenMP wait policy libgomp read at start-up, with advice when it can spin."""
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    if policy and policy.upper() == "PASSIVE":
+        return "PASSIVE"
+    return (f"{policy or 'unset'} (on a busy machine start Python with OMP_WAIT_POLICY=PASSIVE: "
+            "torch's and numba's OpenMP threads otherwise spin against each other)")
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("info", help="versions, scan backends, GPU visibility")
     parser.set_defaults(func=run)
@@ -30,6 +40,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{torch.get_num_threads()} torch threads")
+    print(f"OMP_WAIT_POLICY: {_omp_wait_policy()}")
     print(format_table(["package", "version"], [(p, _version(p)) for p in PACKAGES]))
     print()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible"
