@@ -83,6 +83,18 @@ def test_training_lowers_the_next_segment_error(fitted, lm):
     assert fitted.best_val_mse_ < fitted.history_[0]["train_loss"]
 
 
+def test_val_every_records_a_learning_curve_and_keeps_the_best_projectors(lm):
+    y = _sines()
+    model = _model(lm, max_steps=7, batch_size=8, val_every=3, learning_rate=3e-2)
+    model.fit(y[:200], y_val=y[200 - 4 * S:])
+    assert [h["step"] for h in model.history_] == [3, 6, 7]  # every 3 steps and the last
+    assert model.best_val_mse_ == min(h["val_mse"] for h in model.history_)
+    valid = model._windows(y[200 - 4 * S:], None, "y_val")  # oracle: rescore what was kept
+    assert model._validate(valid) == pytest.approx(model.best_val_mse_, rel=1e-5)
+    with pytest.raises(ValueError, match="val_every"):
+        _model(lm, max_steps=2, val_every=0).fit(y[:200])
+
+
 def test_rollout_on_the_kv_cache_equals_recomputing_the_whole_sequence(fitted):
     # Oracle: feed the context plus the predicted segments through forward without a cache.
     y = _sines()[:200]
