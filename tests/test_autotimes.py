@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -333,3 +335,30 @@ def test_evaluate_ett_horizons_matches_evaluate_ett_per_horizon():
         assert together[h]["test_windows"] == alone["test_windows"]
         assert together[h]["mse"] == pytest.approx(alone["mse"], rel=1e-12)
         assert together[h]["mae"] == pytest.approx(alone["mae"], rel=1e-12)
+
+
+def test_evaluate_ett_horizons_passes_time_stamps_when_asked():
+    from seqprob.forecasting import Naive, evaluate_ett_horizons
+    from seqprob.forecasting.datasets import ett_frame
+
+    class Stamped(Naive):  # records what the protocol hands a timestamp-using model
+        seen: typing.ClassVar[dict] = {}
+
+        def fit(self, y, X=None, *, y_val=None):
+            Stamped.seen.update(train=y.index, val=y_val.index)
+            return super().fit(y, X, y_val=y_val)
+
+        def predict_windows(self, contexts, horizon, *, start_times=None):
+            Stamped.seen["starts"] = start_times
+            return super().predict_windows(contexts, horizon)
+
+    index = ett_frame("ETTh2").index
+    stamped = evaluate_ett_horizons("ETTh2", Stamped(), 48, [24], target="OT", stride=500,
+                                    timestamps=True)
+    plain = evaluate_ett_horizons("ETTh2", Naive(), 48, [24], target="OT", stride=500)
+    assert stamped[24]["mse"] == plain[24]["mse"]
+    assert Stamped.seen["train"].equals(index[:8640])
+    assert Stamped.seen["val"].equals(index[8640 - 48: 11520])
+    # window k of the test slice (which begins 48 rows before row 11520) starts at 500 k
+    want = index[11520 - 48 + 500 * np.arange(len(Stamped.seen["starts"]))]
+    np.testing.assert_array_equal(Stamped.seen["starts"], want.to_numpy())
