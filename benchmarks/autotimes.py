@@ -6,9 +6,13 @@ for all horizons, scored by ``evaluate_ett_horizons``); ridge and DLinear train 
 horizon (``evaluate_ett``). Every model is scored on the same test windows: every
 ``--test-stride``-th one (1 = all of them, the literature's protocol). On a CPU the LLM
 budget is the ``--max-steps`` x ``--batch-size`` training windows drawn at random (with the
-seed) from the 55,111 channel windows, and the test stride.
+seed) from the 55,111 channel windows, and the test stride. Validation every ``--val-every``
+steps gives the learning curve of AutoTimes and of its ablation at the same steps; each keeps
+its projectors from the step with the lowest validation MSE.
 
-    python benchmarks/autotimes.py                     # the documented CPU budget
+    python benchmarks/autotimes.py                     # cheap defaults (150 steps of 16)
+    python benchmarks/autotimes.py --max-steps 1000 --batch-size 32 --val-every 100
+                                                       # the run in BENCHMARKS.md
     python benchmarks/autotimes.py --test-stride 1 --max-steps 0   # full protocol (a GPU)
 """
 
