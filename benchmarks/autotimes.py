@@ -6,9 +6,13 @@ for all horizons, scored by ``evaluate_ett_horizons``); ridge and DLinear train 
 horizon (``evaluate_ett``). Every model is scored on the same test windows: every
 ``--test-stride``-th one (1 = all of them, the literature's protocol). On a CPU the LLM
 budget is the ``--max-steps`` x ``--batch-size`` training windows drawn at random (with the
-seed) from the 55,111 channel windows, and the test stride.
+seed) from the 55,111 channel windows, and the test stride. Validation every ``--val-every``
+steps gives the learning curve of AutoTimes and of its ablation at the same steps; each keeps
+its projectors from the step with the lowest validation MSE.
 
-    python benchmarks/autotimes.py                     # the documented CPU budget
+    python benchmarks/autotimes.py                     # cheap defaults (150 steps of 16)
+    python benchmarks/autotimes.py --max-steps 1000 --batch-size 32 --val-every 100
+                                                       # the run in BENCHMARKS.md
     python benchmarks/autotimes.py --test-stride 1 --max-steps 0   # full protocol (a GPU)
 """
 
@@ -46,6 +50,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--val-windows", type=int, default=112)
+    p.add_argument("--val-every", type=int, default=50,
+                   help="validate every this many steps (the learning curve); the best "
+                        "projectors by validation MSE are kept")
+    p.add_argument("--timestamps", action="store_true",
+                   help="also run AutoTimes with timestamp embeddings (cached on disk)")
     p.add_argument("--test-stride", type=int, default=16)
     p.add_argument("--models", nargs="+", default=["autotimes", "nollm", "ridge", "dlinear"],
                    choices=["autotimes", "nollm", "ridge", "dlinear"])
@@ -58,22 +67,25 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def autotimes(args, lm) -> AutoTimesForecaster:
+def autotimes(args, lm, timestamps: bool = False) -> AutoTimesForecaster:
     return AutoTimesForecaster(
         lm, segment_length=args.segment_length, lookback=args.lookback,
-        width=576 if lm is None else None, max_epochs=args.epochs,
+        width=576 if lm is None else None, timestamps=timestamps, max_epochs=args.epochs,
         max_steps=args.max_steps or None, batch_size=args.batch_size,
         learning_rate=args.learning_rate, max_val_windows=args.val_windows,
-        device=args.device, random_state=args.seed, verbose=not args.quiet)
+        val_every=args.val_every, device=args.device, random_state=args.seed,
+        verbose=not args.quiet)
 
 
 def one_for_all(args, name: str, model, stride: int) -> list[dict]:
     start = time.perf_counter()
     scores = evaluate_ett_horizons("ETTh1", model, args.lookback, args.horizons,
-                                   stride=stride)
+                                   stride=stride, timestamps=model.get_params()["timestamps"])
     seconds = time.perf_counter() - start
     return [{"model": name, "horizon": h, "stride": stride, "mse": s["mse"], "mae": s["mae"],
-             "windows": s["test_windows"], "seconds": seconds} for h, s in scores.items()]
+             "windows": s["test_windows"], "seconds": seconds,
+             "train_seconds": s["train_seconds"], "history": s["history"]}
+            for h, s in scores.items()]
 
 
 def per_horizon(args, name: str, model, stride: int) -> list[dict]:
@@ -93,6 +105,9 @@ def run(args) -> list[dict]:
     if "autotimes" in args.models:
         jobs.append(lambda: one_for_all(args, f"AutoTimes ({args.lm}, frozen)",
                                         autotimes(args, args.lm), stride))
+    if args.timestamps:
+        jobs.append(lambda: one_for_all(args, f"AutoTimes ({args.lm}, frozen, timestamps)",
+                                        autotimes(args, args.lm, timestamps=True), stride))
     if "nollm" in args.models:
         jobs += [lambda s=s: one_for_all(args, "AutoTimes w/o LLM (same projectors)",
                                          autotimes(args, None), s)
@@ -109,11 +124,26 @@ def run(args) -> list[dict]:
         done = job()
         rows += done
         for r in done:
-            print(json.dumps(r), flush=True)
+            line = json.dumps({k: v for k, v in r.items() if k != "history"})
+            print(line, flush=True)
             if args.out:
                 with open(args.out, "a") as fh:
-                    fh.write(json.dumps(r) + "\n")
+                    fh.write(line + "\n")
     return rows
+
+
+def learning_curves(rows: list[dict], stride: int) -> str:
+    """Validation MSE (next segment, every position) against optimizer steps, one column per
+    AutoTimes model that recorded a curve (the ablation at the same steps)."""
+    curves = {r["model"]: {h["step"]: h["val_mse"] for h in r["history"]}
+              for r in rows if r.get("history") and r["stride"] == stride}
+    if not curves:
+        return ""
+    steps = sorted({s for c in curves.values() for s in c})
+    lines = [["step", *curves], ["---"] * (len(curves) + 1)]
+    lines += [[str(s), *(f"{c[s]:.4f}" if s in c else "—" for c in curves.values())]
+              for s in steps]
+    return "validation MSE by step\n" + "\n".join("| " + " | ".join(x) + " |" for x in lines)
 
 
 def table(rows: list[dict], horizons: list[int]) -> str:
@@ -141,6 +171,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = run(args)
+    print(learning_curves(rows, args.test_stride))
     print(table(rows, args.horizons))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"peak memory {peak:.1f} GiB; total {time.perf_counter() - start:.0f} s; "

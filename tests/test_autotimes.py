@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,6 +83,18 @@ def test_training_lowers_the_next_segment_error(fitted, lm):
     err = [np.mean((m.predict_windows(contexts, S) - truth) ** 2) for m in (untrained, fitted)]
     assert err[1] < 0.5 * err[0]
     assert fitted.best_val_mse_ < fitted.history_[0]["train_loss"]
+
+
+def test_val_every_records_a_learning_curve_and_keeps_the_best_projectors(lm):
+    y = _sines()
+    model = _model(lm, max_steps=7, batch_size=8, val_every=3, learning_rate=3e-2)
+    model.fit(y[:200], y_val=y[200 - 4 * S:])
+    assert [h["step"] for h in model.history_] == [3, 6, 7]  # every 3 steps and the last
+    assert model.best_val_mse_ == min(h["val_mse"] for h in model.history_)
+    valid = model._windows(y[200 - 4 * S:], None, "y_val")  # oracle: rescore what was kept
+    assert model._validate(valid) == pytest.approx(model.best_val_mse_, rel=1e-5)
+    with pytest.raises(ValueError, match="val_every"):
+        _model(lm, max_steps=2, val_every=0).fit(y[:200])
 
 
 def test_rollout_on_the_kv_cache_equals_recomputing_the_whole_sequence(fitted):
@@ -321,3 +335,30 @@ def test_evaluate_ett_horizons_matches_evaluate_ett_per_horizon():
         assert together[h]["test_windows"] == alone["test_windows"]
         assert together[h]["mse"] == pytest.approx(alone["mse"], rel=1e-12)
         assert together[h]["mae"] == pytest.approx(alone["mae"], rel=1e-12)
+
+
+def test_evaluate_ett_horizons_passes_time_stamps_when_asked():
+    from seqprob.forecasting import Naive, evaluate_ett_horizons
+    from seqprob.forecasting.datasets import ett_frame
+
+    class Stamped(Naive):  # records what the protocol hands a timestamp-using model
+        seen: typing.ClassVar[dict] = {}
+
+        def fit(self, y, X=None, *, y_val=None):
+            Stamped.seen.update(train=y.index, val=y_val.index)
+            return super().fit(y, X, y_val=y_val)
+
+        def predict_windows(self, contexts, horizon, *, start_times=None):
+            Stamped.seen["starts"] = start_times
+            return super().predict_windows(contexts, horizon)
+
+    index = ett_frame("ETTh2").index
+    stamped = evaluate_ett_horizons("ETTh2", Stamped(), 48, [24], target="OT", stride=500,
+                                    timestamps=True)
+    plain = evaluate_ett_horizons("ETTh2", Naive(), 48, [24], target="OT", stride=500)
+    assert stamped[24]["mse"] == plain[24]["mse"]
+    assert Stamped.seen["train"].equals(index[:8640])
+    assert Stamped.seen["val"].equals(index[8640 - 48: 11520])
+    # window k of the test slice (which begins 48 rows before row 11520) starts at 500 k
+    want = index[11520 - 48 + 500 * np.arange(len(Stamped.seen["starts"]))]
+    np.testing.assert_array_equal(Stamped.seen["starts"], want.to_numpy())

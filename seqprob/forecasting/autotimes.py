@@ -79,11 +79,13 @@ class AutoTimesForecaster(Forecaster):
         each segment (needs a datetime index); cached under ``cache_dir``.
     max_epochs, max_steps : training stops at whichever ends first (``max_steps=None``: no
         step limit); Adam with a cosine learning-rate decay.
-    max_val_windows : validation windows (evenly spaced) scored after each epoch; the best
-        projectors are kept.
+    max_val_windows : validation windows (evenly spaced) scored after each epoch, or every
+        ``val_every`` optimizer steps (and after the last) when given; the best projectors
+        (lowest validation MSE) are kept.
 
     After ``fit``: ``network_``, ``scaler_``, ``trainable_fraction_`` (trainable parameters
-    over all parameters, LLM included), ``history_``, ``best_val_mse_``.
+    over all parameters, LLM included), ``history_`` (one ``{"step", "train_loss",
+    "val_mse"}`` per validation: the learning curve), ``best_val_mse_``.
     """
 
     def __init__(self, lm: Any = "smollm2-135m", *, segment_length: int = 96,
@@ -92,7 +94,8 @@ class AutoTimesForecaster(Forecaster):
                  timestamps: bool = False, cache_dir: str | None = None, max_epochs: int = 10,
                  max_steps: int | None = None, batch_size: int = 32,
                  learning_rate: float = 1e-3, weight_decay: float = 0.0,
-                 max_val_windows: int = 1024, inference_batch_size: int = 256,
+                 max_val_windows: int = 1024, val_every: int | None = None,
+                 inference_batch_size: int = 256,
                  device: str = "cpu", random_state: int | None = 0, verbose: bool = True):
         self.lm = lm
         self.segment_length = segment_length
@@ -110,6 +113,7 @@ class AutoTimesForecaster(Forecaster):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.max_val_windows = max_val_windows
+        self.val_every = val_every
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.random_state = random_state
@@ -231,6 +235,8 @@ class AutoTimesForecaster(Forecaster):
     def _train(self, train: dict[str, Any], valid: dict[str, Any] | None) -> None:
         batch_size = check_int(self.batch_size, "batch_size", minimum=1)
         epochs = check_int(self.max_epochs, "max_epochs", minimum=1)
+        val_every = None if self.val_every is None else check_int(self.val_every, "val_every",
+                                                                  minimum=1)
         per_epoch = math.ceil(len(train["pick"]) / batch_size)
         total = epochs * per_epoch
         if self.max_steps is not None:
@@ -242,7 +248,7 @@ class AutoTimesForecaster(Forecaster):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         gen = torch.Generator().manual_seed(0 if self.random_state is None
                                             else self.random_state)
-        self.history_, best, best_state, step = [], np.inf, None, 0
+        self.history_, best, step = [], {"val_mse": np.inf, "state": None}, 0
         bar = tqdm(total=total, desc="AutoTimes", disable=not self.verbose, leave=False)
         while step < total:
             order = train["pick"][torch.randperm(len(train["pick"]), generator=gen)]
@@ -258,15 +264,26 @@ class AutoTimesForecaster(Forecaster):
                 step += 1
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            val = np.nan if valid is None else self._validate(valid)
-            self.history_.append({"train_loss": float(np.mean(losses)), "val_mse": val})
-            if val < best:
-                best, best_state = val, copy.deepcopy(self.network_.projector_state())
+                if val_every is not None and (step % val_every == 0 or step == total):
+                    self._record(step, losses, valid, best)
+                    losses = []
+            if val_every is None:
+                self._record(step, losses, valid, best)
         bar.close()
-        if best_state is not None:
-            self.network_.load_state_dict(best_state, strict=False)
-        self.best_val_mse_ = float(best)
+        if best["state"] is not None:
+            self.network_.load_state_dict(best["state"], strict=False)
+        self.best_val_mse_ = float(best["val_mse"])
         self.network_.eval()
+
+    def _record(self, step: int, losses: list[float], valid: dict[str, Any] | None,
+                best: dict[str, Any]) -> None:
+        """Append ``{"step", "train_loss", "val_mse"}`` to ``history_``; keep the projectors
+        with the lowest validation MSE in ``best``."""
+        val = np.nan if valid is None else self._validate(valid)
+        self.history_.append({"step": step, "train_loss": float(np.mean(losses)),
+                              "val_mse": val})
+        if val < best["val_mse"]:
+            best.update(val_mse=val, state=copy.deepcopy(self.network_.projector_state()))
 
     def _validate(self, data: dict[str, Any]) -> float:
         """Next-segment MSE (every position) over the validation windows."""

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import clone
 
 from seqprob.core.validation import check_int
@@ -45,15 +46,22 @@ def evaluate_ett(name: str, model: Forecaster, lookback: int, horizon: int,
 
 
 def evaluate_ett_horizons(name: str, model: Forecaster, lookback: int, horizons: Sequence[int],
-                          target: str | None = None, *, chunk: int = 512, stride: int = 1
-                          ) -> dict[int, dict[str, Any]]:
+                          target: str | None = None, *, chunk: int = 512, stride: int = 1,
+                          timestamps: bool = False) -> dict[int, dict[str, Any]]:
     """:func:`evaluate_ett` for one-model-for-all-horizons forecasters (AutoTimes): one fit
     and one forecast of ``max(horizons)`` steps per test window; each horizon ``h`` is scored
     on its own windows (those whose ``h`` targets lie in the test rows) from the first ``h``
-    steps. Returns ``{h: {"mse", "mae", "test_windows", "train_seconds",
-    "test_seconds"}}``."""
+    steps. ``timestamps``: fit on DataFrames with the table's hourly ``DatetimeIndex`` and
+    pass each test window's first time stamp as ``start_times`` (AutoTimes with
+    ``timestamps=True``). Returns ``{h: {"mse", "mae", "test_windows", "train_seconds",
+    "test_seconds", "history"}}``; ``history`` is the fitted model's ``history_`` (its
+    learning curve) or None."""
     horizons = sorted({check_int(h, "horizons", minimum=1) for h in horizons})
     train, val, test = _ett_data(name, lookback, target)
+    stamps = ett_split(ett_frame(name).index.to_numpy(), lookback)  # (rows,) per split
+    if timestamps:
+        train, val = (pd.DataFrame(v, index=pd.DatetimeIndex(t, freq="h"))
+                      for v, t in ((train, stamps[0]), (val, stamps[1])))
     params = model.get_params(deep=False)
     model = clone(model).set_params(**({"lookback": lookback} if "lookback" in params else {}))
     start = time.perf_counter()
@@ -63,9 +71,11 @@ def evaluate_ett_horizons(name: str, model: Forecaster, lookback: int, horizons:
     starts = window_starts(len(test), lookback, horizons[0], check_int(stride, "stride",
                                                                        minimum=1))
     preds = np.concatenate([
-        model.predict_windows(test[block[:, None] + np.arange(lookback)], horizons[-1])
+        model.predict_windows(test[block[:, None] + np.arange(lookback)], horizons[-1],
+                              **({"start_times": stamps[2][block]} if timestamps else {}))
         for block in np.array_split(starts, max(1, len(starts) // chunk))])  # (n, H_max, C)
     test_seconds = time.perf_counter() - start
+    history = getattr(model, "history_", None)
     out = {}
     for h in horizons:
         keep = starts + lookback + h <= len(test)
@@ -73,7 +83,7 @@ def evaluate_ett_horizons(name: str, model: Forecaster, lookback: int, horizons:
         err = preds[keep, :h] - truth
         out[h] = {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))),
                   "test_windows": int(keep.sum()), "train_seconds": train_seconds,
-                  "test_seconds": test_seconds}
+                  "test_seconds": test_seconds, "history": history}
     return out
 
 
