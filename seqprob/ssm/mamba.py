@@ -84,6 +84,7 @@ class Mamba(SequenceModel, Persistable):
         a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(a))            # S4D-Real: A = -(1, 2, ..., N)
         self.D = nn.Parameter(torch.ones(self.d_inner))
+        self._expected: dict[int, MambaState] = {}   # meta-device states for _checked_state
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -99,7 +100,9 @@ class Mamba(SequenceModel, Persistable):
     def _checked_state(self, state: State | None, batch: int) -> MambaState | None:
         if state is None:
             return None
-        return check_state(state, self.init_state(batch, device="meta"), "Mamba")
+        if batch not in self._expected:          # shapes only; built once per batch size
+            self._expected[batch] = self.init_state(batch, device="meta")
+        return check_state(state, self._expected[batch], "Mamba")
 
     def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u`` ``(..., d_inner)`` -> raw ``delta`` ``(..., d_inner)`` (no bias), ``B, C``
@@ -150,13 +153,14 @@ class Mamba(SequenceModel, Persistable):
         state = self._checked_state(state, x_t.shape[0])
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)                                # (B Di)
         window = torch.cat([state.conv.to(xs.dtype), xs[..., None]], dim=-1)     # (B Di K)
-        u = F.silu((window * self.conv1d.weight[:, 0]).sum(-1)
-                   + (self.conv1d.bias if self.conv1d.bias is not None else 0))  # (B Di)
+        u = torch.linalg.vecdot(window, self.conv1d.weight[:, 0])                 # (B Di)
+        u = F.silu(u + self.conv1d.bias if self.conv1d.bias is not None else u)
         delta, b, c = self._delta_b_c(u)                                          # (B Di/N)
         delta = F.softplus(delta + self.dt_proj.bias).float()                     # (B Di)
         a = -torch.exp(self.A_log.float())                                        # (Di N)
-        h = (torch.exp(delta[..., None] * a) * state.ssm
-             + delta[..., None] * b[:, None, :].float() * u.float()[..., None])   # (B Di N)
-        y = (h * c[:, None, :].float()).sum(-1) + self.D.float() * u.float()      # (B Di)
-        y = (y * F.silu(z.float())).to(x_t.dtype)
+        u32 = u.float()
+        h = torch.addcmul(torch.exp(delta[..., None] * a) * state.ssm,
+                          (delta * u32)[..., None], b[:, None, :].float())        # (B Di N)
+        y = torch.addcmul(torch.linalg.vecdot(h, c[:, None, :].float()), self.D.float(), u32)
+        y = (y * F.silu(z.float())).to(x_t.dtype)                                 # (B Di)
         return self.out_proj(y), MambaState(conv=window[..., 1:], ssm=h)
