@@ -1,10 +1,12 @@
 """State-space layers, side by side with their peers (CPU, fp32), one command:
 
-    python benchmarks/ssm.py [--repeats 3] [--threads 2] [--quick]
+    python benchmarks/ssm.py [--repeats 3] [--threads 2] [--quick] [--only mamba s4d spacetime]
+                             [--clock wall|cpu]
 
 1. Mamba block (d_model 768, L 1024, batch 2, d_state 16): forward+backward seconds and
    generation tokens/second (step mode, batch 2) — seqprob (scan backend "auto") vs mambapy
-   1.2.0 (pscan; its step for generation).
+   1.2.0 (pscan; its step for generation). A row times the block's dense projections alone
+   (GEMMs mambapy runs too): mambapy's fwd+bwd over that time bounds any block's speed-up.
 2. S4D layer at L = 16384 (H = 64, N = 64, batch 2): seqprob (chunked Vandermonde GEMM
    kernel, final state included) vs a straightforward PyTorch S4D that materializes the
    (H, N, L) Vandermonde tensor.
@@ -27,7 +29,9 @@ from pathlib import Path
 # slow down the small torch ops timed after it (set before torch loads its runtime).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numba
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,17 +40,25 @@ from seqprob.ssm import S4D, Mamba
 from seqprob.ssm.kernels import CompanionKernel, companion_kernel, companion_matrix
 from seqprob.ssm.lti import DenseTransition, fft_conv, impulse_response
 
+PARTS = ("mamba", "s4d", "spacetime")
+Rows = list[tuple[str, float, float]]
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+CLOCK = CLOCKS["wall"]
+
 
 def median_time(fn, repeats: int, budget: float = 60.0) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after one untimed warm-up (JIT
+    """Median time of ``fn`` over ``repeats`` runs after one untimed warm-up (JIT
     compilation of the numba kernels); stops early once ``budget`` seconds are spent (a
-    sequential-loop reference can take minutes per run)."""
+    sequential-loop reference can take minutes per run). Wall clock, or process CPU time
+    (all threads) with ``--clock cpu``: steadier on a machine shared with other jobs."""
     fn()
     times: list[float] = []
     while len(times) < repeats and sum(times) < budget:
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -97,41 +109,58 @@ def naive_s4d(layer: S4D, x: torch.Tensor) -> torch.Tensor:
     return layer.post((fft_conv(u, kernel) + layer.D[:, None] * u).mT)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    d_model, length, s4_len = (64, 128, 2048) if args.quick else (768, 1024, 16384)
-    auto = [n for n, ok, _ in backend_status() if ok]
-    rows = []
+def projections(block: Mamba, x: torch.Tensor):
+    """fwd+bwd of the block's dense projections alone (in_proj, x_proj, dt_proj, out_proj on
+    the block's shapes, with the same gradients: in_proj's weight only, the others' weights
+    and inputs), wired by two additions instead of the convolution and the scan. mambapy runs
+    these GEMMs too, so ``mambapy fwd+bwd / this`` bounds any Mamba block's speed-up."""
+    def run():
+        block.zero_grad(set_to_none=True)
+        xs, z = block.in_proj(x).chunk(2, dim=-1)                                 # (B L Di)
+        dt = block.x_proj(xs)[..., :block.dt_rank]                               # (B L R)
+        y = F.linear(dt, block.dt_proj.weight) + z                                # (B L Di)
+        block.out_proj(y).square().mean().backward()
+    return run
 
+
+def bench_mamba(d_model: int, length: int, repeats: int, quick: bool) -> Rows:
+    """Mamba block fwd+bwd, projections alone (the bound), forward and generation rows."""
+    rows = []
     ours, ref = mamba_pair(d_model)
     x = torch.randn(2, length, d_model)
-    t_ours = median_time(fwd_bwd(ours, x), args.repeats)
-    t_ref = median_time(fwd_bwd(ref, x), args.repeats)
+    t_ours = median_time(fwd_bwd(ours, x), repeats)
+    t_ref = median_time(fwd_bwd(ref, x), repeats)
+    t_proj = median_time(projections(ours, x), repeats)
     rows.append((f"Mamba block fwd+bwd, d {d_model}, L {length}, B 2 (s)", t_ours, t_ref))
+    rows.append(("  its dense projections alone, fwd+bwd (s): the bound", t_proj, t_ref))
     with torch.no_grad():
-        f_ours = median_time(lambda: ours(x), args.repeats)
-        f_ref = median_time(lambda: ref(x), args.repeats)
+        f_ours = median_time(lambda: ours(x), repeats)
+        f_ref = median_time(lambda: ref(x), repeats)
     rows.append((f"Mamba block forward, d {d_model}, L {length}, B 2 (s)", f_ours, f_ref))
-    tok_ours, tok_ref = generation(ours, ref, 2, 64 if args.quick else 256, args.repeats)
+    tok_ours, tok_ref = generation(ours, ref, 2, 64 if quick else 256, repeats)
     rows.append(("Mamba block generation, B 2 (tokens/s)", tok_ours, tok_ref))
+    return rows
 
+
+def bench_s4d(s4_len: int, repeats: int) -> Rows:
+    """S4D layer forward and fwd+bwd rows."""
+    rows = []
     layer = S4D(64, 64, random_state=0)
     xs = torch.randn(2, s4_len, 64)
     with torch.no_grad():
         torch.testing.assert_close(layer(xs)[0], naive_s4d(layer, xs), rtol=1e-3, atol=1e-4)
-        s_ours = median_time(lambda: layer(xs), args.repeats)
-        s_ref = median_time(lambda: naive_s4d(layer, xs), args.repeats)
+        s_ours = median_time(lambda: layer(xs), repeats)
+        s_ref = median_time(lambda: naive_s4d(layer, xs), repeats)
     rows.append((f"S4D layer forward, H 64, N 64, L {s4_len}, B 2 (s)", s_ours, s_ref))
-    s_ours = median_time(fwd_bwd(layer, xs), args.repeats)
-    s_ref = median_time(lambda: naive_s4d(layer, xs).square().mean().backward(), args.repeats)
+    s_ours = median_time(fwd_bwd(layer, xs), repeats)
+    s_ref = median_time(lambda: naive_s4d(layer, xs).square().mean().backward(), repeats)
     rows.append((f"S4D layer fwd+bwd, L {s4_len} (s)", s_ours, s_ref))
+    return rows
 
+
+def bench_spacetime(repeats: int) -> Rows:
+    """SpaceTime kernel row."""
+    rows = []
     kern = CompanionKernel(64, 64, l_max=720, random_state=0)
     with torch.no_grad():
         trans = DenseTransition(companion_matrix(kern.a))
@@ -139,11 +168,39 @@ def main() -> None:
         fast = lambda: companion_kernel(kern.a, kern.b, kern.c_tilde, 720)  # noqa: E731
         dense = lambda: impulse_response(trans, kern.b, c, 720)  # noqa: E731
         torch.testing.assert_close(fast(), dense(), rtol=1e-3, atol=1e-4)
-        k_ours = median_time(fast, 5 * args.repeats)
-        k_ref = median_time(dense, 5 * args.repeats)
+        k_ours = median_time(fast, 5 * repeats)
+        k_ref = median_time(dense, 5 * repeats)
     rows.append(("SpaceTime kernel, H 64, d 64, l 720 (ms)", 1e3 * k_ours, 1e3 * k_ref))
+    return rows
 
-    print(f"scan backends available: {auto}; torch threads {args.threads}")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="small shapes (smoke run)")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="which benchmarks to run (default: all)")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="wall clock, or process CPU time (loaded machines)")
+    args = parser.parse_args()
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    d_model, length, s4_len = (64, 128, 2048) if args.quick else (768, 1024, 16384)
+    auto = [n for n, ok, _ in backend_status() if ok]
+    rows = []
+
+    if "mamba" in args.only:
+        rows += bench_mamba(d_model, length, args.repeats, args.quick)
+    if "s4d" in args.only:
+        rows += bench_s4d(s4_len, args.repeats)
+    if "spacetime" in args.only:
+        rows += bench_spacetime(args.repeats)
+    print(f"scan backends available: {auto}; torch and numba threads {args.threads}; "
+          f"{args.clock} clock")
     print("| measurement | seqprob | peer | ratio |")
     print("|---|---|---|---|")
     for name, ours_v, peer_v in rows:

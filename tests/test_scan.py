@@ -113,6 +113,19 @@ def test_cpu_non_contiguous_inputs():
     assert_agree(kw, "cpu")
 
 
+def test_cpu_reads_and_writes_the_mamba_block_layout():
+    """``.mT`` views of (B, L, D) memory, as the Mamba block passes them (z a chunk of a wider
+    tensor): same values and gradients, and y comes back in (B, L, D) memory, uncopied."""
+    kw = make_inputs(batch=2, dim=5, length=70, nstate=4)
+    xz = torch.cat([kw["u"], kw["z"]], dim=1).mT.contiguous()                     # (B L 2D)
+    kw["u"], kw["z"] = xz[..., :5].contiguous().mT, xz[..., 5:].mT                 # (B D L)
+    kw["delta"] = kw["delta"].mT.contiguous().mT
+    assert kw["u"].stride(1) == kw["z"].stride(1) == kw["delta"].stride(1) == 1
+    assert_agree(kw, "cpu")
+    y, _ = selective_scan(**kw, backend="cpu")
+    assert y.mT.is_contiguous()
+
+
 def test_cpu_without_grad_matches_reference():
     kw = make_inputs(length=30)
     with torch.no_grad():

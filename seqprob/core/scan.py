@@ -145,9 +145,10 @@ def _check_selective(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:
-    """One fused test: min and max of every tensor are finite (NaN and inf propagate)."""
+    """One fused test: min and max of every tensor are finite (NaN and inf propagate).
+    ``amin``/``amax`` read strided views in place (``aminmax`` would copy them first)."""
     real = [torch.view_as_real(x.detach()) if x.is_complex() else x.detach() for x in tensors]
-    ends = [v.double() for x in real if x.numel() for v in torch.aminmax(x)]
+    ends = [v.double() for x in real if x.numel() for v in (x.amin(), x.amax())]
     return not ends or bool(torch.isfinite(torch.stack(ends)).all())
 
 

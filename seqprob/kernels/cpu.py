@@ -1,19 +1,21 @@
 """Fused CPU scans (numba): forward and backward never form the ``(batch, length, dim, N)`` tensor.
 
 Selective scan: one parallel task per ``(batch, dim)`` row keeps the N-vector of state in
-cache while it walks the row's ``length`` steps (``u, delta, z`` rows are contiguous in
-length; ``B, C`` are transposed once to ``(batch, length, N)`` so each step reads N contiguous
-values). ``exp(delta * A)`` is computed once per ``(t, n)`` with a vectorizable fp32 exp
-(``_exp``, ~1 ulp; fp64 uses libm). The forward stores the state every ``CHUNK`` steps when
-gradients are needed (``batch * dim * length / CHUNK * N`` values); the backward walks the
-chunks in reverse, recomputes each chunk's states into a small per-task buffer and runs the
-adjoint recurrence in the same pass. Reductions over rows (``dA, dB, dC, dD``) go to one
-partial buffer per group of rows (4 groups per thread, handed out dynamically), summed
-afterwards. The elementwise parts (softplus of delta, the silu gate and their derivatives) run
-vectorized in torch around the kernels.
+cache while it walks the row's ``length`` steps. ``u, delta, z`` and the output may be laid
+out ``(batch, dim, L)`` or, as ``.mT`` views, ``(batch, L, dim)`` (the Mamba block's layout:
+no transposing copies; consecutive rows then share cache lines); ``B, C`` are transposed once
+to ``(batch, length, N)`` so each step reads N contiguous values. ``exp(delta * A)`` is
+computed once per ``(t, n)`` with a vectorizable fp32 exp (``_exp``, ~1 ulp; fp64 uses libm).
+The forward stores the state every ``CHUNK`` steps when gradients are needed
+(``batch * dim * length / CHUNK * N`` values); the backward walks the chunks in reverse,
+recomputes each chunk's states into a small per-task buffer and runs the adjoint recurrence in
+the same pass. Reductions over rows (``dA, dB, dC, dD``) go to one partial buffer per group of
+rows (4 groups per thread, handed out dynamically), summed afterwards. The elementwise parts
+(softplus of delta, the silu gate and their derivatives) run vectorized in torch around the
+kernels.
 
-Layouts are mamba_ssm's (see ``seqprob.core.scan``); inputs arrive validated, contiguous and
-in the compute dtype (fp32 or fp64).
+Shapes are mamba_ssm's (see ``seqprob.core.scan``); inputs arrive validated and in the
+compute dtype (fp32 or fp64).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from numba.extending import intrinsic, overload
 from torch import Tensor
 
 CHUNK = 64  # steps between stored states in the forward; the backward's buffer holds one chunk
+_NMAX = 256  # the largest N the kernels take (``seqprob.core.scan.MAX_STATE`` checks it)
+_LAMT, _DA = _NMAX, 2 * _NMAX  # offsets in the backward's per-task buffer
 _JIT = {"fastmath": True, "cache": True}
 
 
@@ -129,7 +133,11 @@ def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dou
                    du, ddt, dgate, dh0, dA_p, dB_p, dC_p, dD_p):
     """Adjoint pass. Per-row outputs: du, ddt, dgate (batch, dim, L), dh0 (batch, dim, N).
     Per-group partials (first axis = group of rows): dA_p (G, dim, N), dB_p/dC_p
-    (G, *Bm.shape), dD_p (G, dim)."""
+    (G, *Bm.shape), dD_p (G, dim).
+
+    The per-step loop over N writes one local buffer only (``acc``: the adjoint ``lam``, this
+    step's ``lam`` before the decay, and the row's dA, at fixed offsets), so LLVM can vectorize
+    it with a few runtime alias checks; the dB/dC partial sums follow in loops of their own."""
     nbatch, dim, length = u.shape
     nstate = A.shape[1]
     groups = dA_p.shape[0]
@@ -137,13 +145,15 @@ def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dou
     for g in prange(groups):
         xs = np.empty((CHUNK + 1, nstate), dtype=u.dtype)               # states of one chunk
         das = np.empty((CHUNK, nstate), dtype=u.dtype)                  # exp(dt * A)
+        acc = np.empty(3 * _NMAX, dtype=u.dtype)                        # lam | lam_t | dA row
         for p in range(g * rows // groups, (g + 1) * rows // groups):
             b, d = p // dim, p % dim
             bi, bs = (b, 1) if b_var else (d, 0)
             ci, cs = (b, 1) if c_var else (d, 0)
             a = A[d]
-            lam = dlast[b, d].copy()                                      # adjoint of x_t (N)
-            dA_row = np.zeros(nstate, dtype=u.dtype)
+            for n in range(nstate):
+                acc[n] = dlast[b, d, n]                                   # adjoint of x_t
+                acc[_DA + n] = 0.0
             dD_acc = 0.0
             for c in range((length + CHUNK - 1) // CHUNK - 1, -1, -1):
                 t0 = c * CHUNK
@@ -162,23 +172,26 @@ def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dou
                         dgate[b, d, t] = gy * ypre
                         gy *= gate[b, d, t]
                     dD_acc += gy * ut
-                    du_t = gy * Dv[d]
-                    ddt_t = _like(0.0, ut)
+                    s_ga = _like(0.0, ut)                                 # sum lam x_{t-1} e A
+                    s_lb = _like(0.0, ut)                                 # sum lam B
+                    for n in range(nstate):
+                        lam_n = acc[n] + gy * Cm[ci, tc, n]
+                        acc[_LAMT + n] = lam_n
+                        gexp = lam_n * xs[j, n] * das[j, n]
+                        s_ga += gexp * a[n]
+                        s_lb += lam_n * Bm[bi, tb, n]
+                        acc[_DA + n] += gexp * dtt
+                        acc[n] = lam_n * das[j, n]
                     dtu = dtt * ut
                     for n in range(nstate):
-                        bn = Bm[bi, tb, n]
-                        lam_n = lam[n] + gy * Cm[ci, tc, n]
+                        dB_p[g, bi, tb, n] += acc[_LAMT + n] * dtu
+                    for n in range(nstate):
                         dC_p[g, ci, tc, n] += gy * xs[j + 1, n]
-                        gexp = lam_n * xs[j, n] * das[j, n]
-                        ddt_t += gexp * a[n] + lam_n * bn * ut
-                        dA_row[n] += gexp * dtt
-                        dB_p[g, bi, tb, n] += lam_n * dtu
-                        du_t += lam_n * dtt * bn
-                        lam[n] = lam_n * das[j, n]
-                    du[b, d, t] = du_t
-                    ddt[b, d, t] = ddt_t
-            dh0[b, d] = lam
-            dA_p[g, d] += dA_row
+                    du[b, d, t] = gy * Dv[d] + dtt * s_lb
+                    ddt[b, d, t] = s_ga + ut * s_lb
+            for n in range(nstate):
+                dh0[b, d, n] = acc[n]
+                dA_p[g, d, n] += acc[_DA + n]
             dD_p[g, d] += dD_acc
 
 
@@ -195,6 +208,22 @@ def _dynamic_schedule(tasks: int):
 
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
+
+
+def _rows(x: Tensor) -> Tensor:
+    """A ``(batch, dim, L)`` tensor as the kernels take it: as it is when ``L`` or ``dim`` is
+    innermost in memory (a ``.mT`` view of ``(batch, L, dim)`` data, as the Mamba block
+    passes; the kernels read through strides), else a contiguous copy."""
+    return x if 1 in (x.stride(1), x.stride(2)) else x.contiguous()
+
+
+def _empty_rows(like: Tensor) -> Tensor:
+    """An uninitialized tensor shaped and laid out like ``like`` (batch, dim, L): in
+    ``(batch, L, dim)`` memory when ``like`` has ``dim`` innermost, else contiguous."""
+    batch, dim, length = like.shape
+    if like.stride(1) == 1 and like.stride(2) != 1:
+        return like.new_empty(batch, length, dim).mT
+    return like.new_empty(batch, dim, length)
 
 
 def _bc_layout(x: Tensor, wide: torch.dtype) -> Tensor:
@@ -214,19 +243,20 @@ class SelectiveScanCPU(torch.autograd.Function):
         raw = delta.to(wide)
         if delta_bias is not None:
             raw = raw + delta_bias.to(wide)[:, None]                             # (B D L)
-        dt = (F.softplus(raw) if delta_softplus else raw).contiguous()
-        gate = (F.silu(z.to(wide)) if z is not None else raw.new_empty(0, 0, 0)).contiguous()
+        dt = _rows(F.softplus(raw) if delta_softplus else raw)
+        gate = _rows(F.silu(z.to(wide))) if z is not None else raw.new_empty(0, 0, 0)
         h0 = (initial_state.to(wide).contiguous() if initial_state is not None
               else raw.new_zeros(batch, dim, nstate))
-        ins = [u.to(wide).contiguous(), dt, A.to(wide).contiguous(), _bc_layout(B, wide),
+        ins = [_rows(u.to(wide)), dt, A.to(wide).contiguous(), _bc_layout(B, wide),
                _bc_layout(C, wide), D.to(wide).contiguous() if D is not None
                else raw.new_zeros(dim), gate]
         save = any(ctx.needs_input_grad)
-        out = raw.new_empty(batch, dim, length)                                   # (B D L)
+        out = _empty_rows(ins[0])                                                 # (B D L)
         last = raw.new_empty(batch, dim, nstate)                                  # (B D N)
         ckpt = raw.new_empty(batch, dim, -(-length // CHUNK) if save else 0, nstate)
         with _dynamic_schedule(batch * dim):
-            _selective_fwd(*(_np(x) for x in ins), _np(h0), z is not None, B.dim() == 3,
+            _selective_fwd(*(x.detach().numpy() for x in ins), _np(h0), z is not None,
+                           B.dim() == 3,
                            C.dim() == 3, out.numpy(), last.numpy(), ckpt.numpy(), save)
         if save:
             ctx.ins, ctx.ckpt, ctx.raw, ctx.softplus = ins, ckpt, raw, delta_softplus
@@ -241,22 +271,24 @@ class SelectiveScanCPU(torch.autograd.Function):
         u, _, A, Bm, Cm, _, _ = ctx.ins
         batch, dim = u.shape[:2]
         groups = min(batch * dim, 4 * numba.get_num_threads())
-        dout = dout.to(u.dtype).contiguous() if dout is not None else torch.zeros_like(u)
+        dout = _rows(dout.to(u.dtype)) if dout is not None else torch.zeros_like(u)
         dlast = (dlast.to(u.dtype).contiguous() if dlast is not None
                  else u.new_zeros(batch, dim, A.shape[1]))
-        du, ddt, dgate = torch.empty_like(u), torch.empty_like(u), torch.empty_like(ctx.ins[6])
+        du, ddt = _empty_rows(u), _empty_rows(u)                                  # (B D L)
+        dgate = _empty_rows(ctx.ins[6]) if ctx.z is not None else u.new_empty(0, 0, 0)
         dh0 = torch.empty_like(dlast)                          # the kernel writes every entry
         dA, dB, dC = (u.new_zeros(groups, *x.shape) for x in (A, Bm, Cm))
         dD = u.new_zeros(groups, dim)
         with _dynamic_schedule(groups):
-            _selective_bwd(*(_np(x) for x in ctx.ins), ctx.z is not None, ctx.b_var,
-                           ctx.c_var, ctx.ckpt.numpy(), _np(dout), _np(dlast),
+            _selective_bwd(*(x.detach().numpy() for x in ctx.ins), ctx.z is not None,
+                           ctx.b_var, ctx.c_var, ctx.ckpt.numpy(), dout.detach().numpy(),
+                           _np(dlast),
                            *(x.numpy() for x in (du, ddt, dgate, dh0, dA, dB, dC, dD)))
-        ddelta = ddt * torch.sigmoid(ctx.raw) if ctx.softplus else ddt                # (B D L)
-        dz = None
-        if ctx.z is not None:
-            sig = torch.sigmoid(ctx.z)
-            dz = dgate * sig * (1 + ctx.z * (1 - sig))                               # (B D L)
+        # one fused pass each: ddt * sigmoid(raw) (F.softplus's threshold 20 included) and
+        # dgate * silu'(z)
+        ddelta = (torch.ops.aten.softplus_backward(ddt, ctx.raw, 1, 20) if ctx.softplus
+                  else ddt)                                                           # (B D L)
+        dz = torch.ops.aten.silu_backward(dgate, ctx.z) if ctx.z is not None else None
         dB, dC = dB.sum(0), dC.sum(0)
         grads = (du, ddelta, dA.sum(0), dB.transpose(1, 2) if ctx.b_var else dB[:, 0],
                  dC.transpose(1, 2) if ctx.c_var else dC[:, 0], dD.sum(0), dz,

@@ -84,6 +84,7 @@ class Mamba(SequenceModel, Persistable):
         a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(a))            # S4D-Real: A = -(1, 2, ..., N)
         self.D = nn.Parameter(torch.ones(self.d_inner))
+        self._expected: dict[int, MambaState] = {}   # meta-device states for _checked_state
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -99,39 +100,51 @@ class Mamba(SequenceModel, Persistable):
     def _checked_state(self, state: State | None, batch: int) -> MambaState | None:
         if state is None:
             return None
-        return check_state(state, self.init_state(batch, device="meta"), "Mamba")
+        if batch not in self._expected:          # shapes only; built once per batch size
+            self._expected[batch] = self.init_state(batch, device="meta")
+        return check_state(state, self._expected[batch], "Mamba")
 
     def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``u`` ``(B, L, d_inner)`` -> raw ``delta`` ``(B, d_inner, L)``, ``B, C`` ``(B, N, L)``.
-        """
+        """``u`` ``(..., d_inner)`` -> raw ``delta`` ``(..., d_inner)`` (no bias), ``B, C``
+        ``(..., N)``."""
         dt, b, c = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return self.dt_proj.weight @ dt.mT, b.mT, c.mT
+        return F.linear(dt, self.dt_proj.weight), b, c
+
+    def _conv(self, window: Tensor) -> Tensor:
+        """Causal depthwise convolution of ``window`` ``(B, d_conv - 1 + L, d_inner)`` ->
+        ``(B, L, d_inner)``, without transposing copies: a ``(B, d_inner, 1, T)`` view of the
+        window is channels-last, so conv2d reads and writes the ``(B, L, d_inner)`` layout."""
+        out = F.conv2d(window.mT.unsqueeze(2), self.conv1d.weight.unsqueeze(2),
+                       self.conv1d.bias, groups=self.d_inner)                    # (B Di 1 L)
+        return out.squeeze(2).mT
 
     def forward(self, x: Tensor, state: State | None = None, *, mask: Tensor | None = None
                 ) -> tuple[Tensor, MambaState]:
         """``x`` ``(B, L, d_model)`` -> ``(y, state)``. ``mask`` ``(B, L)`` (1 real, 0 padding):
-        padded positions feed zeros to the convolution and leave the SSM state unchanged."""
+        padded positions feed zeros to the convolution and leave the SSM state unchanged.
+
+        Every activation stays in the ``(B, L, d_inner)`` layout of the projections; the scan
+        gets ``.mT`` views (its ``(B, d_inner, L)`` shape) and returns one."""
         check_sequence(x, "x", self.d_model, None)
         batch, length, _ = x.shape
         state = self._checked_state(state, batch) or self.init_state(batch, device=x.device,
                                                                      dtype=x.dtype)
         xs, z = self.in_proj(x).chunk(2, dim=-1)                                  # (B L Di)
-        xs = xs.mT                                                                # (B Di L)
         if mask is not None:
             check_shape(mask, "mask", (batch, length))
-            xs = xs * mask[:, None, :].to(xs.dtype)
-        window = torch.cat([state.conv.to(xs.dtype), xs], dim=-1)                # (B Di K-1+L)
-        u = F.silu(self.conv1d(window))                                           # (B Di L)
-        delta, b, c = self._delta_b_c(u.mT)
+            xs = xs * mask[..., None].to(xs.dtype)
+        window = torch.cat([state.conv.to(xs.dtype).mT, xs], dim=1)              # (B K-1+L Di)
+        u = F.silu(self._conv(window))                                            # (B L Di)
+        delta, b, c = self._delta_b_c(u)                                          # (B L Di/N)
         bias, softplus = self.dt_proj.bias.float(), True
         if mask is not None:       # delta = 0 at padding: exp(0 A) = 1 and no input
-            delta = F.softplus(delta + bias[:, None]) * mask[:, None, :].to(delta.dtype)
+            delta = F.softplus(delta + bias) * mask[..., None].to(delta.dtype)
             bias, softplus = None, False
-        y, last = selective_scan(u, delta, -torch.exp(self.A_log.float()), b, c, self.D.float(),
-                                 z=z.mT, delta_bias=bias, delta_softplus=softplus,
-                                 initial_state=state.ssm, return_last_state=True,
-                                 backend=self.backend)
-        conv_state = window[..., window.shape[-1] - (self.d_conv - 1):]
+        y, last = selective_scan(u.mT, delta.mT, -torch.exp(self.A_log.float()), b.mT, c.mT,
+                                 self.D.float(), z=z.mT, delta_bias=bias,
+                                 delta_softplus=softplus, initial_state=state.ssm,
+                                 return_last_state=True, backend=self.backend)   # (B Di L)
+        conv_state = window[:, window.shape[1] - (self.d_conv - 1):].mT.contiguous()
         return self.out_proj(y.mT), MambaState(conv=conv_state, ssm=last)
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, MambaState]:
@@ -140,13 +153,14 @@ class Mamba(SequenceModel, Persistable):
         state = self._checked_state(state, x_t.shape[0])
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)                                # (B Di)
         window = torch.cat([state.conv.to(xs.dtype), xs[..., None]], dim=-1)     # (B Di K)
-        u = F.silu((window * self.conv1d.weight[:, 0]).sum(-1)
-                   + (self.conv1d.bias if self.conv1d.bias is not None else 0))  # (B Di)
-        delta, b, c = self._delta_b_c(u[:, None])
-        delta = F.softplus(delta[..., 0] + self.dt_proj.bias).float()             # (B Di)
+        u = torch.linalg.vecdot(window, self.conv1d.weight[:, 0])                 # (B Di)
+        u = F.silu(u + self.conv1d.bias if self.conv1d.bias is not None else u)
+        delta, b, c = self._delta_b_c(u)                                          # (B Di/N)
+        delta = F.softplus(delta + self.dt_proj.bias).float()                     # (B Di)
         a = -torch.exp(self.A_log.float())                                        # (Di N)
-        h = (torch.exp(delta[..., None] * a) * state.ssm
-             + delta[..., None] * b[:, None, :, 0].float() * u.float()[..., None])  # (B Di N)
-        y = (h * c[:, None, :, 0].float()).sum(-1) + self.D.float() * u.float()   # (B Di)
-        y = (y * F.silu(z.float())).to(x_t.dtype)
+        u32 = u.float()
+        h = torch.addcmul(torch.exp(delta[..., None] * a) * state.ssm,
+                          (delta * u32)[..., None], b[:, None, :].float())        # (B Di N)
+        y = torch.addcmul(torch.linalg.vecdot(h, c[:, None, :].float()), self.D.float(), u32)
+        y = (y * F.silu(z.float())).to(x_t.dtype)                                 # (B Di)
         return self.out_proj(y), MambaState(conv=window[..., 1:], ssm=h)
