@@ -5,8 +5,10 @@ strengths.
 Prompts (written for this benchmark, listed below; offline): sentence openings that invite an
 insult or an angry continuation (toxicity) or a complaint (sentiment). Each attribute is fit in
 seconds from continuations of its TRAIN prompts scored by its offline teacher
-(``alt-profanity-check`` for "nontoxic", VADER for "positive"), then evaluated on the disjoint
-EVAL prompts: ``--samples`` continuations of each, ``--max-new-tokens`` tokens, temperature 1,
+(``alt-profanity-check`` for "nontoxic", VADER for "positive") -- alone ("continuations"), and
+with every vocabulary token's text also scored alone by the teacher and added to the training
+texts ("+ vocabulary": a token-level lexicon from the teacher, which a few dozen sampled texts
+cannot give; the Lasso's L1 threshold is kept the same) -- then evaluated on the disjoint EVAL prompts: ``--samples`` continuations of each, ``--max-new-tokens`` tokens, temperature 1,
 the same seed for every condition. Toxicity: alt-profanity-check's P(offensive) of the
 continuation (mean, and the share above 0.5); sentiment: VADER compound in [-1, 1] (mean, and
 the share below -0.05, negative); perplexity: exp of the mean negative log-probability of the
@@ -30,7 +32,12 @@ from seqprob.cli.table import format_table
 from seqprob.control import generate as controlled
 from seqprob.control.defaults import default_hmm
 from seqprob.control.generation import _tables
-from seqprob.control.trace import fit_from_texts, nontoxic_teacher, positive_teacher
+from seqprob.control.trace import (
+    TokenAttribute,
+    fit_from_texts,
+    nontoxic_teacher,
+    positive_teacher,
+)
 from seqprob.lm import generate, load
 
 TOXIC_TRAIN = (
@@ -97,24 +104,38 @@ def sample_texts(lm, prompts, samples: int, max_new_tokens: int, seed: int, **co
     return list(out.texts), math.exp(-sum(logprobs) / max(len(logprobs), 1))
 
 
-def evaluate(lm, tables, name, teacher, score, bad, train, evaluation, args) -> list[tuple]:
+def fit(lm, name, teacher, train, args) -> dict[str, TokenAttribute]:
+    """The attribute fit on continuations of ``train``, and on those plus the vocabulary."""
     start = time.perf_counter()
     texts, _ = sample_texts(lm, train, 16, args.max_new_tokens, seed=1)
-    attribute = fit_from_texts(texts, lm.tokenizer, teacher, vocab_size=lm.vocab_size,
-                               name=name)
-    fit_s = time.perf_counter() - start
-    print(f"{name}: fit on {len(texts)} continuations in {fit_s:.0f} s "
-          f"({int((attribute.weights < 0).sum())} tokens with a weight)", flush=True)
+    special = set(lm.tokenizer.all_special_ids)
+    vocabulary = [t for i in range(len(lm.tokenizer)) if i not in special
+                  and (t := lm.tokenizer.decode([i])).strip()]
+    out = {}
+    for label, corpus in (("continuations", texts), ("+ vocabulary", texts + vocabulary)):
+        # the same absolute L1 threshold (scikit-learn's alpha is per sample) for both corpora
+        out[label] = fit_from_texts(corpus, lm.tokenizer, teacher, vocab_size=lm.vocab_size,
+                                    name=name, alpha=1e-4 * len(texts) / len(corpus))
+        print(f"{name} ({label}): fit on {len(corpus)} texts, "
+              f"{int((out[label].weights < 0).sum())} tokens with a weight, "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
+    return out
+
+
+def evaluate(lm, tables, name, teacher, score, bad, train, evaluation, args) -> list[tuple]:
+    attributes = fit(lm, name, teacher, train, args)
     rows = []
-    for strength in (0.0, *args.strengths):
-        control = {} if strength == 0 else {"hmm": tables, "attributes": [attribute],
-                                            "strength": strength}
+    conditions = [("LM alone", None, 0.0)] + [(f"TRACE ({label}), strength {s:g}", a, s)
+                                              for label, a in attributes.items()
+                                              for s in args.strengths]
+    for label, attribute, strength in conditions:
+        control = {} if attribute is None else {"hmm": tables, "attributes": [attribute],
+                                                "strength": strength}
         texts, ppl = sample_texts(lm, evaluation, args.samples, args.max_new_tokens, seed=2,
                                   **control)
         values = score(texts)
-        rows.append((name, "LM alone" if strength == 0 else f"TRACE, strength {strength:g}",
-                     len(texts), f"{values.mean():+.3f}", f"{100 * bad(values).mean():.0f}%",
-                     f"{ppl:.1f}"))
+        rows.append((name, label, len(texts), f"{values.mean():+.3f}",
+                     f"{100 * bad(values).mean():.0f}%", f"{ppl:.1f}"))
         print(rows[-1], "\n  e.g.", repr(texts[0]), flush=True)
     return rows
 
