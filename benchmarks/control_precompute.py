@@ -82,7 +82,7 @@ def main():
     spell = lambda text: [pieces[i] for i in tokenizer.encode(text, add_special_tokens=False)]  # noqa: E731
     results = {"any tokenization": [], "tokenizer's spelling": []}
     warm = compile_keywords(rows[0]["concepts"], pieces, eos_token_id=tokenizer.eos_token_id)
-    ConstraintProcessor(hmm, warm, max_new_tokens=2)  # loads the compiled numba kernels
+    ConstraintProcessor(hmm, warm, max_new_tokens=8)  # loads the compiled numba kernels
     for row in rows:
         for mode, results_mode in results.items():
             t0, c0 = time.perf_counter(), time.process_time()

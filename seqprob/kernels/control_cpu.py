@@ -3,7 +3,9 @@
 Both replace a scatter over a large, skewed index whose torch form is dominated by strided or
 contended memory access: the emission mass of every token class (most of the vocabulary falls
 in two or three classes), and the per-step sum over the DFA's edges. Each reads its input once,
-contiguously, with the output row in cache. Tested against the torch forms.
+contiguously, with the output row in cache. Tested against the torch forms. Single-threaded:
+numba's OpenMP layer would reset torch's thread count (shared libgomp), and both loops are
+memory-bound.
 """
 
 from __future__ import annotations
@@ -37,17 +39,17 @@ def _compile():
     except ImportError as err:  # pragma: no cover - numba is a core dependency
         raise ImportError("the control CPU kernels need numba: pip install numba") from err
 
-    @numba.njit(parallel=True, cache=True)
+    @numba.njit(cache=True)
     def class_sums(emission, token_class, out):
         k, v = emission.shape
-        for z in numba.prange(k):
+        for z in range(k):
             for t in range(v):
                 out[z, token_class[t]] += emission[z, t]
 
-    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+    @numba.njit(cache=True, fastmath={"reassoc", "contract"})
     def edge_sums(g, weights, dst, shift, offsets, out):
         q, k = out.shape
-        for s in numba.prange(q):
+        for s in range(q):
             for e in range(offsets[s], offsets[s + 1]):
                 c = shift[e]
                 if c == 0.0:
