@@ -7,8 +7,8 @@ insult or an angry continuation (toxicity) or a complaint (sentiment). Each attr
 seconds from continuations of its TRAIN prompts scored by its offline teacher
 (``alt-profanity-check`` for "nontoxic", VADER for "positive") -- alone ("continuations"), and
 with every vocabulary token's text also scored alone by the teacher and added to the training
-texts ("+ vocabulary": a token-level lexicon from the teacher, which a few dozen sampled texts
-cannot give; the Lasso's L1 threshold is kept the same) -- then evaluated on the disjoint EVAL prompts: ``--samples`` continuations of each, ``--max-new-tokens`` tokens, temperature 1,
+texts ("+ vocabulary": ``fit_from_texts(..., lexicon=True)``, a token-level lexicon from the
+teacher, which a few dozen sampled texts cannot give) -- then evaluated on the disjoint EVAL prompts: ``--samples`` continuations of each, ``--max-new-tokens`` tokens, temperature 1,
 the same seed for every condition. Toxicity: alt-profanity-check's P(offensive) of the
 continuation (mean, and the share above 0.5); sentiment: VADER compound in [-1, 1] (mean, and
 the share below -0.05, negative); perplexity: exp of the mean negative log-probability of the
@@ -108,15 +108,11 @@ def fit(lm, name, teacher, train, args) -> dict[str, TokenAttribute]:
     """The attribute fit on continuations of ``train``, and on those plus the vocabulary."""
     start = time.perf_counter()
     texts, _ = sample_texts(lm, train, 16, args.max_new_tokens, seed=1)
-    special = set(lm.tokenizer.all_special_ids)
-    vocabulary = [t for i in range(len(lm.tokenizer)) if i not in special
-                  and (t := lm.tokenizer.decode([i])).strip()]
     out = {}
-    for label, corpus in (("continuations", texts), ("+ vocabulary", texts + vocabulary)):
-        # the same absolute L1 threshold (scikit-learn's alpha is per sample) for both corpora
-        out[label] = fit_from_texts(corpus, lm.tokenizer, teacher, vocab_size=lm.vocab_size,
-                                    name=name, alpha=1e-4 * len(texts) / len(corpus))
-        print(f"{name} ({label}): fit on {len(corpus)} texts, "
+    for label, lexicon in (("continuations", False), ("+ vocabulary", True)):
+        out[label] = fit_from_texts(texts, lm.tokenizer, teacher, vocab_size=lm.vocab_size,
+                                    name=name, lexicon=lexicon)
+        print(f"{name} ({label}): fit on {len(texts)} texts, lexicon {lexicon}, "
               f"{int((out[label].weights < 0).sum())} tokens with a weight, "
               f"{time.perf_counter() - start:.0f} s", flush=True)
     return out

@@ -87,11 +87,11 @@ def default_hmm(lm: LanguageModel, *, verbose: bool = True, **settings) -> HMM:
 def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length: int = 24,
                       random_state: int = 0, verbose: bool = True) -> TokenAttribute:
     """A token-factorized attribute ``name`` (``"nontoxic"``, ``"positive"``) fit to
-    ``n_texts`` samples of ``length`` tokens from ``lm`` scored by the offline teacher;
-    cached."""
+    ``n_texts`` samples of ``length`` tokens from ``lm`` and to every vocabulary token's text
+    (``fit_from_texts(..., lexicon=True)``), scored by the offline teacher; cached."""
     check_choice(name, "attribute", tuple(TEACHERS))
     settings = {"name": name, "n_texts": n_texts, "length": length,
-                "random_state": random_state}
+                "random_state": random_state, "lexicon": True}
     path = cache_dir() / f"attribute-{_key(lm, settings)}.safetensors"
     if path.is_file():
         tensors, _, _ = load_checkpoint(path, kind=_ATTRIBUTE_KIND)
@@ -102,7 +102,7 @@ def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length
     texts = [lm.tokenizer.decode(row[row >= 0].tolist(), skip_special_tokens=True)
              for row in samples.tokens]
     attribute = fit_from_texts(texts, lm.tokenizer, TEACHERS[name], vocab_size=lm.vocab_size,
-                               name=name)
+                               name=name, lexicon=True)
     save_checkpoint(path, {"weights": attribute.weights}, kind=_ATTRIBUTE_KIND,
                     config=settings)
     return attribute
