@@ -26,7 +26,8 @@ from seqprob.core.validation import check_choice
 from seqprob.hmm import HMM, distill
 from seqprob.hmm.distill import sample
 
-# a small HMM that distills on CPU in about two minutes for a 135M-parameter LM: 8,192 tokens
+# a small HMM that distills on one CPU core in two to three minutes for a 135M-parameter LM (bf16
+# sampling, see fast_autocast; about twice that in fp32): 8,192 tokens
 # for the latent-variable initialization, 24,576 for stepwise EM in minibatches of 16 samples
 # (large sampling batches are fast, small EM updates learn fast); on ~35k tokens 32 states
 # beat 48 and 64 (held-out log-likelihood, BENCHMARKS.md)
