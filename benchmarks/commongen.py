@@ -14,13 +14,16 @@ and building its backward table, reported apart as "precompute").
 Part 2, overhead: seconds per decoding step of ``seqprob.lm.generate`` with a prebuilt
 ConstraintProcessor (first concept set) or AttributeProcessor ("nontoxic", fit to LM samples
 scored by alt-profanity-check) over plain decoding, EOS disabled so every run makes the same
-number of steps, batch 1 and 8, median of ``--repeats`` alternating runs.
+number of steps, batch 1 and 8, median of ``--repeats`` alternating runs; with the default HMM
+and with a random HMM of ``--overhead-hidden`` states (K = 1024: the processors' cost does not
+depend on the HMM's values, only on K).
 
 The HMM is the default one for the LM (``seqprob.control.default_hmm``: distilled on first use
 and cached under $SEQPROB_CACHE or ~/.cache/seqprob).
 
     PYTHONPATH=. python benchmarks/commongen.py [--budget 600] [--max-new-tokens 40]
                                                [--threads 1] [--repeats 3]
+                                               [--overhead-hidden 1024]
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from control_precompute import random_hmm  # benchmarks/ is on sys.path
 
 from seqprob.cli.table import format_table
 from seqprob.control import generate as controlled
@@ -115,8 +119,9 @@ def _constraint(lm, tables, concepts, max_new_tokens) -> ConstraintProcessor:
 
 def overhead(lm, tables, concepts, max_new_tokens: int, repeats: int) -> list[tuple]:
     """Part 2: seconds per step of plain, constrained and TRACE decoding, batch 1 and 8."""
-    processors = {"constrained": _constraint(lm, tables, concepts, max_new_tokens),
-                  "TRACE nontoxic": AttributeProcessor(
+    k = tables.n_states
+    processors = {f"constrained, K={k}": _constraint(lm, tables, concepts, max_new_tokens),
+                  f"TRACE nontoxic, K={k}": AttributeProcessor(
                       tables, default_attribute(lm, "nontoxic"), max_new_tokens=max_new_tokens)}
     rows = []
     for batch in (1, 8):
@@ -145,6 +150,8 @@ def main() -> None:
                         help="decoding steps of each overhead run")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--overhead-hidden", type=int, default=1024,
+                        help="K of the random HMM of the second overhead table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lm = load("smollm2-135m")
@@ -160,8 +167,10 @@ def main() -> None:
                         "precompute (s, median)"], rows))
     print(f"\nDecoding overhead per step ({args.overhead_tokens} steps, EOS off, median of "
           f"{args.repeats})")
-    print(format_table(["batch", "decoding", "ms / step", "vs plain"],
-                       overhead(lm, tables, sets[0], args.overhead_tokens, args.repeats)))
+    for hmm_tables in (tables, random_hmm(args.overhead_hidden, lm.vocab_size)):
+        print(format_table(["batch", "decoding", "ms / step", "vs plain"],
+                           overhead(lm, hmm_tables, sets[0], args.overhead_tokens,
+                                    args.repeats)))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ def test_distill_writes_a_loadable_hmm(hmm_path, capsys):
 def test_distill_prints_a_summary(folder, tmp_path, capsys):
     out = tmp_path / "h.safetensors"
     assert main(["distill", "--model", str(folder), "-n", "4", "--seq-len", "8",
-                 "--batch-size", "4", "--init-batches", "2", "--em-steps", "1",
+                 "--batch-size", "4", "--updates-per-batch", "2", "--init-batches", "2",
+                 "--em-steps", "1",
                  "--held-out", "4", "--output", str(out), "--quiet"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(summary["held_out_log_likelihood_per_token"]) == {

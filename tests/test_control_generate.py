@@ -100,3 +100,19 @@ def test_smollm2_commongen_with_the_default_hmm():
     assert out.satisfied == [True, True]
     for text, words in zip(out.texts, concepts, strict=True):
         assert all(_present(text, w) for w in words)
+
+
+@pytest.mark.parametrize(("flags", "want"), [("fpu avx2 avx512_bf16", "bfloat16"),
+                                             ("fpu amx_bf16", "bfloat16"), ("fpu avx2", None)])
+def test_fast_autocast_reads_the_cpu_flags(lm, monkeypatch, flags, want):
+    from seqprob.control import defaults
+
+    class FakePath:
+        def __init__(self, path):
+            assert path == "/proc/cpuinfo"
+
+        def read_text(self, **_):
+            return f"processor : 0\nflags : {flags}\n"
+
+    monkeypatch.setattr(defaults, "Path", FakePath)
+    assert defaults.fast_autocast(lm) == want

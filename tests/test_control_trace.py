@@ -118,6 +118,23 @@ def test_fit_from_texts_learns_the_teacher():
     assert word_weight(" terrible") < -0.5
 
 
+def test_lexicon_weights_words_the_texts_never_show():
+    tokenizer = byte_level_tokenizer()
+
+    def no_dog(texts):  # teacher: texts mentioning a dog score 0.1
+        return np.array([0.1 if "dog" in t.lower() else 1.0 for t in texts])
+
+    texts = ["a cat watched the ball", "she caught it"] * 5
+    plain = fit_from_texts(texts, tokenizer, no_dog)
+    lex = fit_from_texts(texts, tokenizer, no_dog, lexicon=True)
+    dog = [i for i in range(len(tokenizer)) if "dog" in tokenizer.decode([i]).lower()]
+    assert dog and bool((plain.weights == 0).all())
+    assert bool((lex.weights[dog] < -1.0).all())
+    others = torch.ones(len(tokenizer), dtype=torch.bool)
+    others[dog] = False
+    assert bool((lex.weights[others] == 0).all())
+
+
 def test_steering_raises_the_attribute():
     v, budget = 12, 8
     tables = hmm_tables(*random_hmm_logits(4, v, 5, dtype=torch.float32))

@@ -69,6 +69,22 @@ def test_resume_equals_uninterrupted(lm, tmp_path):
         distill(lm, 4, n_em_steps=4, checkpoint=path, random_state=4, **SMALL)
 
 
+def test_minibatch_updates_resume_and_improve(lm, tmp_path):
+    opts = dict(SMALL, updates_per_batch=4, random_state=5)
+    whole = distill(lm, 4, n_em_steps=3, **opts)
+    assert whole.held_out["hmm"] > whole.held_out["initial_hmm"]
+    path = tmp_path / "ckpt.safetensors"
+    distill(lm, 4, n_em_steps=1, checkpoint=path, checkpoint_every=1, **opts)
+    resumed = distill(lm, 4, n_em_steps=3, checkpoint=path, **opts)
+    torch.testing.assert_close(resumed.hmm.emission.log_emission, whole.hmm.emission.log_emission)
+
+
+def test_sample_under_bf16_autocast(lm):
+    s = sample(lm, 3, 5, keep_hidden=True, autocast_dtype="bfloat16", random_state=2)
+    assert s.hidden.dtype == torch.float32 and s.hidden.shape == (3, 5, lm.hidden_size)
+    assert bool(((s.tokens >= -1) & (s.tokens < lm.vocab_size)).all())
+
+
 def test_bad_input(lm):
     with pytest.raises(TypeError, match="lm"):
         distill("gpt", 4)
@@ -78,6 +94,10 @@ def test_bad_input(lm):
         distill(lm, 100, seq_len=4, batch_size=2, n_init_batches=1, verbose=False)
     with pytest.raises(ValueError, match="pseudocount"):
         distill(lm, 4, pseudocount=0.0)
+    with pytest.raises(ValueError, match="updates_per_batch"):
+        distill(lm, 4, batch_size=4, updates_per_batch=5)
+    with pytest.raises(ValueError, match="autocast_dtype"):
+        distill(lm, 4, autocast_dtype="int8")
 
 
 def test_ngram_baseline_is_normalized():

@@ -16,13 +16,19 @@ def register(subparsers) -> None:
                     "hidden states, refine it by stepwise EM; save it and print a JSON summary.")
     parser.add_argument("--model", default="smollm2-135m",
                         help="a known model name or a local transformers folder")
-    parser.add_argument("-n", "--n-hidden", type=int, default=64, help="HMM hidden states")
+    # the defaults are seqprob.control.DEFAULT_DISTILL's (the default HMM for constrained decoding)
+    parser.add_argument("-n", "--n-hidden", type=int, default=32, help="HMM hidden states")
     parser.add_argument("--seq-len", type=int, default=32, help="tokens per sample")
-    parser.add_argument("--batch-size", type=int, default=32, help="samples per batch")
-    parser.add_argument("--init-batches", type=int, default=4,
+    parser.add_argument("--batch-size", type=int, default=128, help="samples per batch")
+    parser.add_argument("--init-batches", type=int, default=2,
                         help="batches whose hidden states initialize the HMM")
-    parser.add_argument("--em-steps", type=int, default=8, help="stepwise-EM updates")
-    parser.add_argument("--held-out", type=int, default=32, help="held-out samples")
+    parser.add_argument("--em-steps", type=int, default=6, help="fresh batches for stepwise EM")
+    parser.add_argument("--updates-per-batch", type=int, default=8,
+                        help="stepwise-EM updates per batch (on equal slices of it)")
+    parser.add_argument("--held-out", type=int, default=64, help="held-out samples")
+    parser.add_argument("--autocast", choices=("auto", "bfloat16", "float16", "none"),
+                        default="auto", help="dtype of the LM while sampling (auto: bfloat16 "
+                        "on a CPU with bf16 instructions, else fp32)")
     parser.add_argument("--pseudocount", type=float, default=0.01)
     parser.add_argument("--prompt", action="append", help="sample from these prompts "
                         "(repeatable; default: from BOS)")
@@ -36,13 +42,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from seqprob.control.defaults import fast_autocast
     from seqprob.hmm import distill
     from seqprob.lm import load
 
     lm = load(args.model).to(resolve_device(args.device))
+    autocast = {"auto": fast_autocast(lm), "none": None}.get(args.autocast, args.autocast)
     result = distill(lm, args.n_hidden, seq_len=args.seq_len, batch_size=args.batch_size,
                      n_init_batches=args.init_batches, n_em_steps=args.em_steps,
-                     n_held_out=args.held_out, pseudocount=args.pseudocount,
+                     updates_per_batch=args.updates_per_batch, n_held_out=args.held_out,
+                     pseudocount=args.pseudocount, autocast_dtype=autocast,
                      prompts=args.prompt, checkpoint=args.checkpoint, random_state=args.seed,
                      verbose=not args.quiet)
     path = result.hmm.save(args.output)

@@ -38,6 +38,7 @@ from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predi
 from seqprob.control.tokens import TokenDFA
 from seqprob.core import State
 from seqprob.core.validation import check_int, check_shape, check_tensor, describe
+from seqprob.kernels import control_cpu
 from seqprob.lm.processors import LogitsProcessor
 
 
@@ -71,9 +72,12 @@ def _edge_weights(tables: HMMTables, token_dfa: TokenDFA, edge_of: Tensor, n_edg
     """``W`` ``(E, K)``: emission mass of the tokens along each edge, through the class sums
     ``M`` ``(K, C)``."""
     token_class = torch.from_numpy(token_dfa.token_class).to(tables.emission.device)
-    class_sums = torch.zeros(tables.n_states, token_dfa.n_classes, dtype=tables.emission.dtype,
-                             device=tables.emission.device)
-    class_sums.index_add_(1, token_class, tables.emission)  # (K, C)
+    if _on_cpu(tables):
+        class_sums = control_cpu.class_sums(tables.emission, token_class, token_dfa.n_classes)
+    else:
+        class_sums = torch.zeros(tables.n_states, token_dfa.n_classes,
+                                 dtype=tables.emission.dtype, device=tables.emission.device)
+        class_sums.index_add_(1, token_class, tables.emission)  # (K, C)
     q, c = edge_of.shape
     rows = edge_of.reshape(-1).to(class_sums.device)
     cols = torch.arange(c, device=class_sums.device).repeat(q)
@@ -84,44 +88,90 @@ def _edge_weights(tables: HMMTables, token_dfa: TokenDFA, edge_of: Tensor, n_edg
     return torch.sparse.mm(select, class_sums.T.contiguous())  # (E, K)
 
 
+def _on_cpu(tables: HMMTables) -> bool:
+    return tables.emission.device.type == "cpu" and control_cpu.available()
+
+
+def _depths(src: Tensor, dst: Tensor, n_states: int, start: int) -> Tensor:
+    """``(Q,)``: the fewest tokens that lead from ``start`` to each state (``n_states`` where
+    none do), by breadth-first search over the edges."""
+    depth = torch.full((n_states,), n_states, dtype=torch.int64)
+    depth[start] = 0
+    frontier, d = torch.tensor([start]), 0
+    while frontier.numel():
+        d += 1
+        succ = torch.unique(dst[torch.isin(src, frontier)])
+        frontier = succ[depth[succ] > d]
+        depth[frontier] = d
+    return depth
+
+
+class _EdgeSum:
+    """``F`` ``(Q, K)`` from ``G`` ``(Q, K)``: ``F(q) = sum_{edges q->q'} W_e G(q') shift_e``,
+    a numba kernel on CPU, an index-add elsewhere."""
+
+    def __init__(self, tables: HMMTables, src: Tensor, dst: Tensor, weights: Tensor,
+                 n_states: int):
+        self.src, self.dst, self.weights, self.n_states = src, dst, weights, n_states
+        self.cpu = _on_cpu(tables)
+        if self.cpu:
+            self.offsets = torch.searchsorted(src, torch.arange(n_states + 1))
+        else:
+            self.buffer = torch.empty_like(weights)  # (E, K), reused by every step
+
+    def __call__(self, g: Tensor, shift: Tensor) -> Tensor:
+        if self.cpu:
+            return control_cpu.edge_sums(g, self.weights, self.dst, shift, self.offsets,
+                                         self.n_states)
+        torch.index_select(g, 0, self.dst, out=self.buffer)
+        self.buffer.mul_(self.weights).mul_(shift[:, None])
+        f = torch.zeros(self.n_states, g.shape[1], dtype=g.dtype, device=g.device)
+        return f.index_add_(0, self.src, self.buffer)
+
+
 def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int, *,
                    matmul_dtype: torch.dtype | None = None) -> BackwardTable:
     """The backward table for generating up to ``max_tokens`` tokens (see the module
     docstring): one edge-weighted sum and one batched ``(Q, K) @ (K, K)`` product per step,
-    the product in ``matmul_dtype`` (default: the tables' dtype)."""
+    the product in ``matmul_dtype`` (default: the tables' dtype). Rows that no generation
+    within ``max_tokens`` reads are left at zero: ``G_r(q)`` is computed only where ``q`` is
+    reached from the start within ``max_tokens - r`` tokens and can still accept within
+    ``r``."""
     check_int(max_tokens, "max_tokens", minimum=1)
     _check_vocab(tables, token_dfa)
     device, dtype = tables.emission.device, tables.emission.dtype
-    src, dst, edge_of = (t.to(device) for t in _edges(token_dfa))
-    weights = _edge_weights(tables, token_dfa, edge_of, src.shape[0])  # (E, K)
+    src, dst, edge_of = _edges(token_dfa)
     n_dfa, k = token_dfa.dfa.n_states, tables.n_states
+    start_q = token_dfa.dfa.start
+    depth = _depths(src, dst, n_dfa, start_q).to(device)  # (Q,)
+    to_accept = torch.from_numpy(token_dfa.dfa.distances()).to(device)  # (Q,)
+    src, dst, edge_of = src.to(device), dst.to(device), edge_of.to(device)
+    weights = _edge_weights(tables, token_dfa, edge_of, src.shape[0])  # (E, K)
+    edge_sum = _EdgeSum(tables, src, dst, weights, n_dfa)
     transition_t = tables.transition.T.to(matmul_dtype or dtype).contiguous()  # (K, K)
     acc = torch.from_numpy(token_dfa.dfa.accepting).to(device)
-    values = torch.empty(max_tokens, n_dfa, k, dtype=dtype, device=device)  # (R, Q, K)
-    scales = torch.empty(max_tokens, n_dfa, dtype=dtype, device=device)  # (R, Q)
+    values = torch.zeros(max_tokens, n_dfa, k, dtype=dtype, device=device)  # (R, Q, K)
+    scales = torch.full((max_tokens, n_dfa), float("-inf"), dtype=dtype, device=device)
     start = torch.empty(max_tokens + 1, dtype=dtype, device=device)
     values[0] = acc.to(dtype)[:, None]  # G_0 = acc
     scales[0] = torch.where(acc, 0.0, float("-inf"))
-    start_q = token_dfa.dfa.start
     start[0] = scales[0, start_q]
-    edge_buf = torch.empty_like(weights)  # (E, K), reused by every step
     for r in range(1, max_tokens + 1):
         g, scale = values[r - 1], scales[r - 1]
         top = torch.full((n_dfa,), float("-inf"), dtype=dtype, device=device)
         top.scatter_reduce_(0, src, scale[dst], reduce="amax")  # (Q,) largest successor scale
         shift = torch.nan_to_num(scale[dst] - top[src], nan=float("-inf")).exp()  # (E,)
-        torch.index_select(g, 0, dst, out=edge_buf)
-        edge_buf.mul_(weights).mul_(shift[:, None])
-        f = torch.zeros(n_dfa, k, dtype=dtype, device=device)
-        f.index_add_(0, src, edge_buf)  # F_r / exp(top) (Q, K)
+        f = edge_sum(g, shift)  # F_r / exp(top) (Q, K)
         start[r] = torch.log(tables.initial @ f[start_q]) + top[start_q]
         if r == max_tokens:
             break
-        g = (f.to(transition_t.dtype) @ transition_t).to(dtype)  # G_r = F_r A^T (Q, K)
-        peak = g.amax(dim=1)  # (Q,)
+        rows = torch.nonzero((depth <= max_tokens - r) & (to_accept <= r)).squeeze(1)
+        g = (f[rows].to(transition_t.dtype) @ transition_t).to(dtype)  # G_r = F_r A^T
+        peak = g.amax(dim=1)  # (rows,)
         live = peak > 0
-        values[r] = torch.where(live[:, None], g / torch.where(live, peak, 1)[:, None], 0)
-        scales[r] = torch.where(live, top + torch.log(torch.where(live, peak, 1)), float("-inf"))
+        values[r, rows] = torch.where(live[:, None], g / torch.where(live, peak, 1)[:, None], 0)
+        scales[r, rows] = torch.where(live, top[rows] + torch.log(torch.where(live, peak, 1)),
+                                      float("-inf"))
     return BackwardTable(values, scales, start)
 
 

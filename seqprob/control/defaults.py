@@ -26,9 +26,14 @@ from seqprob.core.validation import check_choice
 from seqprob.hmm import HMM, distill
 from seqprob.hmm.distill import sample
 
-# a small HMM that distills on CPU in a few minutes for a 135M-parameter LM
-DEFAULT_DISTILL = {"n_hidden": 64, "seq_len": 24, "batch_size": 32, "n_init_batches": 3,
-                   "n_em_steps": 4, "n_held_out": 16, "pseudocount": 0.01, "random_state": 0}
+# a small HMM that distills on one CPU core in two to three minutes for a 135M-parameter LM (bf16
+# sampling, see fast_autocast; about twice that in fp32): 8,192 tokens
+# for the latent-variable initialization, 24,576 for stepwise EM in minibatches of 16 samples
+# (large sampling batches are fast, small EM updates learn fast); on ~35k tokens 32 states
+# beat 48 and 64 (held-out log-likelihood, BENCHMARKS.md)
+DEFAULT_DISTILL = {"n_hidden": 32, "seq_len": 32, "batch_size": 128, "n_init_batches": 2,
+                   "n_em_steps": 6, "updates_per_batch": 8, "n_held_out": 64,
+                   "pseudocount": 0.01, "random_state": 0}
 TEACHERS = {"nontoxic": nontoxic_teacher, "positive": positive_teacher}
 _ATTRIBUTE_KIND = "seqprob.control.attribute"
 
@@ -52,11 +57,23 @@ def _key(lm: LanguageModel, settings: dict) -> str:
     return f"{lm_fingerprint(lm)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def fast_autocast(lm: LanguageModel) -> str | None:
+    """``"bfloat16"`` where the LM runs on a CPU with bf16 instructions (AVX512-BF16 or AMX:
+    about twice the fp32 sampling throughput), else ``None`` (fp32)."""
+    if lm.device.type != "cpu":
+        return None
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
+
+
 def default_hmm(lm: LanguageModel, *, verbose: bool = True, **settings) -> HMM:
     """The cached HMM distilled from ``lm`` with :data:`DEFAULT_DISTILL` updated by
-    ``settings`` (keyword arguments of :func:`seqprob.hmm.distill`); distilled and saved on
-    first use."""
-    settings = {**DEFAULT_DISTILL, **settings}
+    ``settings`` (keyword arguments of :func:`seqprob.hmm.distill`; ``autocast_dtype``
+    defaults to :func:`fast_autocast`); distilled and saved on first use."""
+    settings = {**DEFAULT_DISTILL, "autocast_dtype": fast_autocast(lm), **settings}
     path = cache_dir() / f"hmm-{_key(lm, settings)}.safetensors"
     if path.is_file():
         return HMM.load(path)
@@ -71,11 +88,11 @@ def default_hmm(lm: LanguageModel, *, verbose: bool = True, **settings) -> HMM:
 def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length: int = 24,
                       random_state: int = 0, verbose: bool = True) -> TokenAttribute:
     """A token-factorized attribute ``name`` (``"nontoxic"``, ``"positive"``) fit to
-    ``n_texts`` samples of ``length`` tokens from ``lm`` scored by the offline teacher;
-    cached."""
+    ``n_texts`` samples of ``length`` tokens from ``lm`` and to every vocabulary token's text
+    (``fit_from_texts(..., lexicon=True)``), scored by the offline teacher; cached."""
     check_choice(name, "attribute", tuple(TEACHERS))
     settings = {"name": name, "n_texts": n_texts, "length": length,
-                "random_state": random_state}
+                "random_state": random_state, "lexicon": True}
     path = cache_dir() / f"attribute-{_key(lm, settings)}.safetensors"
     if path.is_file():
         tensors, _, _ = load_checkpoint(path, kind=_ATTRIBUTE_KIND)
@@ -86,7 +103,7 @@ def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length
     texts = [lm.tokenizer.decode(row[row >= 0].tolist(), skip_special_tokens=True)
              for row in samples.tokens]
     attribute = fit_from_texts(texts, lm.tokenizer, TEACHERS[name], vocab_size=lm.vocab_size,
-                               name=name)
+                               name=name, lexicon=True)
     save_checkpoint(path, {"weights": attribute.weights}, kind=_ATTRIBUTE_KIND,
                     config=settings)
     return attribute

@@ -230,20 +230,28 @@ def _class_sequences(tokens: Sequence[bytes], byte_class: np.ndarray, trans: np.
     whose second application changes nothing) collapsed: ``seqs`` ``(U, L)`` padded with -1,
     their ``lengths`` ``(U,)``, and the sequence index of every token ``(V,)``."""
     idempotent = (trans[trans, np.arange(trans.shape[1])] == trans).all(axis=0)
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    cls = byte_class[np.frombuffer(b"".join(tokens), dtype=np.uint8)]  # (total,)
-    owner = np.repeat(np.arange(len(tokens)), lengths)
+    flat, owner = _flatten(tuple(tokens))
+    cls = byte_class[flat].astype(np.int16)  # (total,)
     repeat = np.zeros(cls.size, dtype=bool)
     repeat[1:] = (cls[1:] == cls[:-1]) & (owner[1:] == owner[:-1]) & idempotent[cls[1:]]
     cls, owner = cls[~repeat], owner[~repeat]
     kept = np.bincount(owner, minlength=len(tokens))  # (V,)
     width = max(int(kept.max(initial=0)), 1)
-    padded = np.full((len(tokens), width), -1, dtype=np.int64)
+    padded = np.full((len(tokens), width), -1, dtype=np.int16)  # byte classes < 256
     starts = np.concatenate([[0], np.cumsum(kept)[:-1]])
     padded[owner, np.arange(cls.size) - starts[owner]] = cls
-    keys = padded.view(np.dtype((np.void, 8 * width))).reshape(-1)
+    keys = padded.view(np.dtype((np.void, 2 * width))).reshape(-1)
     _, first, seq_of_token = np.unique(keys, return_index=True, return_inverse=True)
-    return padded[first], kept[first], seq_of_token.reshape(-1)
+    return padded[first].astype(np.int64), kept[first], seq_of_token.reshape(-1)
+
+
+@lru_cache(maxsize=4)
+def _flatten(tokens: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """All token bytes concatenated ``(total,)`` uint8 and the token of each byte ``(total,)``
+    (cached: every keyword of a constraint reads the same vocabulary)."""
+    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
+    flat = np.frombuffer(b"".join(tokens), dtype=np.uint8)
+    return flat, np.repeat(np.arange(len(tokens)), lengths)
 
 
 def _run_all(trans: np.ndarray, seqs: np.ndarray, lengths: np.ndarray) -> np.ndarray:

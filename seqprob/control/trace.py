@@ -126,15 +126,32 @@ def positive_teacher(texts: Sequence[str]) -> np.ndarray:
 def fit_from_texts(texts: Sequence[str], tokenizer: Any,
                    teacher: Callable[[Sequence[str]], np.ndarray], *,
                    vocab_size: int | None = None, name: str = "attribute",
+                   lexicon: bool = False, alpha: float = 1e-4,
                    **fit_kwargs: Any) -> TokenAttribute:
     """Score ``texts`` with ``teacher``, tokenize them (Hugging Face tokenizer, no special
-    tokens) and fit a :class:`TokenAttribute`."""
+    tokens) and fit a :class:`TokenAttribute` (``alpha`` and ``fit_kwargs``: see
+    :func:`fit_attribute`).
+
+    ``lexicon``: also score the text of every vocabulary token alone
+    (:func:`vocabulary_texts`) and fit on both, with ``alpha`` scaled so that the L1 threshold
+    stays that of ``texts`` alone (scikit-learn's alpha is per sample): a token-level lexicon
+    from the teacher, which a few hundred sampled texts cannot give (words that never occur in
+    them get no weight)."""
     texts = list(texts)
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"texts: expected a non-empty list of strings, got {describe(texts)}")
-    ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+    corpus = texts + vocabulary_texts(tokenizer) if lexicon else texts
+    ids = [tokenizer.encode(t, add_special_tokens=False) for t in corpus]
     vocab = len(tokenizer) if vocab_size is None else vocab_size
-    return fit_attribute(ids, teacher(texts), vocab, name=name, **fit_kwargs)
+    return fit_attribute(ids, teacher(corpus), vocab, name=name,
+                         alpha=alpha * len(texts) / len(corpus), **fit_kwargs)
+
+
+def vocabulary_texts(tokenizer: Any) -> list[str]:
+    """The decoded text of every token of ``tokenizer`` except special and blank ones."""
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    texts = (tokenizer.decode([i]) for i in range(len(tokenizer)) if i not in special)
+    return [t for t in texts if t.strip()]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from seqprob.core import LanguageModel
 from seqprob.core.persist import load_checkpoint, save_checkpoint
-from seqprob.core.validation import check_float, check_int, describe
+from seqprob.core.validation import check_choice, check_float, check_int, describe
 from seqprob.hmm.em import Statistics, expected_statistics, maximize, step_size, stepwise_update
 from seqprob.hmm.model import HMM
 
@@ -80,9 +80,21 @@ def _prompt_ids(lm: LanguageModel, prompts: Sequence[str] | None, batch_size: in
 
 @torch.no_grad()
 def sample(lm: LanguageModel, batch_size: int, length: int, *, prompts: Sequence[str] | None
-           = None, keep_hidden: bool = False, random_state: int = 0) -> Samples:
+           = None, keep_hidden: bool = False, autocast_dtype: str | None = None,
+           random_state: int = 0) -> Samples:
     """``batch_size`` ancestral samples of ``length`` tokens from ``lm`` (temperature 1), one
-    KV-cached step per token; tokens after a row's first EOS are marked missing (-1)."""
+    KV-cached step per token; tokens after a row's first EOS are marked missing (-1).
+    ``autocast_dtype`` (``"bfloat16"``, ``"float16"``): run the LM under ``torch.autocast`` in
+    that dtype (about twice the CPU throughput where the CPU has bf16 instructions)."""
+    if autocast_dtype is None:
+        return _sample(lm, batch_size, length, prompts, keep_hidden, random_state)
+    check_choice(autocast_dtype, "autocast_dtype", ("bfloat16", "float16"))
+    with torch.autocast(lm.device.type, dtype=getattr(torch, autocast_dtype)):
+        return _sample(lm, batch_size, length, prompts, keep_hidden, random_state)
+
+
+def _sample(lm: LanguageModel, batch_size: int, length: int, prompts: Sequence[str] | None,
+            keep_hidden: bool, random_state: int) -> Samples:
     generator = torch.Generator(device=lm.device).manual_seed(random_state)
     ids, mask = _prompt_ids(lm, prompts, batch_size)
     out = lm.run(input_ids=ids, attention_mask=mask)
@@ -230,16 +242,19 @@ def _restore(path: Path, settings: dict) -> tuple[HMM, Statistics, NgramBaseline
 
 
 def distill(lm: LanguageModel, n_hidden: int, *, seq_len: int = 32, batch_size: int = 64,
-            n_init_batches: int = 4, n_em_steps: int = 20, n_held_out: int = 64,
-            pseudocount: float = 0.01, prompts: Sequence[str] | None = None,
+            n_init_batches: int = 4, n_em_steps: int = 20, updates_per_batch: int = 1,
+            n_held_out: int = 64, pseudocount: float = 0.01,
+            prompts: Sequence[str] | None = None, autocast_dtype: str | None = None,
             checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 5,
             random_state: int = 0, verbose: bool = True) -> DistillResult:
     """Distill an ``n_hidden``-state categorical HMM over ``lm``'s vocabulary.
 
     Samples ``n_init_batches`` batches of ``batch_size`` sequences of ``seq_len`` tokens
     (from BOS, or from ``prompts`` in turn), clusters their hidden states into ``n_hidden``
-    states and counts the initial HMM (``pseudocount`` added); then runs ``n_em_steps``
-    stepwise-EM updates, each on a fresh batch. ``checkpoint``: a file written every
+    states and counts the initial HMM (``pseudocount`` added); then draws ``n_em_steps``
+    fresh batches and makes ``updates_per_batch`` stepwise-EM updates on equal slices of each
+    (large batches sample fast; small updates learn fast). ``autocast_dtype``: see
+    :func:`sample`. ``checkpoint``: a file written every
     ``checkpoint_every`` steps and read back to resume (same settings required); a resumed
     run equals an uninterrupted one (every batch is drawn from its own seed).
     """
@@ -248,18 +263,24 @@ def distill(lm: LanguageModel, n_hidden: int, *, seq_len: int = 32, batch_size: 
     for name, value, low in (("n_hidden", n_hidden, 1), ("seq_len", seq_len, 2),
                              ("batch_size", batch_size, 1), ("n_init_batches", n_init_batches, 1),
                              ("n_em_steps", n_em_steps, 0), ("n_held_out", n_held_out, 1),
+                             ("updates_per_batch", updates_per_batch, 1),
                              ("checkpoint_every", checkpoint_every, 1),
                              ("random_state", random_state, 0)):
         check_int(value, name, minimum=low)
+    check_int(updates_per_batch, "updates_per_batch", maximum=batch_size)
     check_float(pseudocount, "pseudocount", low=0.0, low_open=True)
+    if autocast_dtype is not None:
+        check_choice(autocast_dtype, "autocast_dtype", ("bfloat16", "float16"))
     settings = {"n_hidden": n_hidden, "seq_len": seq_len, "batch_size": batch_size,
                 "n_init_batches": n_init_batches, "pseudocount": pseudocount,
+                "updates_per_batch": updates_per_batch, "autocast_dtype": autocast_dtype,
                 "prompts": None if prompts is None else list(prompts),
                 "random_state": random_state, "vocab_size": lm.vocab_size}
     path = None if checkpoint is None else Path(checkpoint)
 
     def draw(purpose: str, index: int, n: int, hidden: bool = False) -> Samples:
         return sample(lm, n, seq_len, prompts=prompts, keep_hidden=hidden,
+                      autocast_dtype=autocast_dtype,
                       random_state=_seed(random_state, purpose, index))
 
     held_out = draw("held_out", 0, n_held_out)
@@ -274,9 +295,11 @@ def distill(lm: LanguageModel, n_hidden: int, *, seq_len: int = 32, batch_size: 
                      initial=done, total=n_em_steps):
         batch = draw("em", step, batch_size)
         baseline.add(batch)
-        stats = expected_statistics(hmm, batch.tokens, batch.lengths)
-        running = stepwise_update(running, stats, step_size(step))
-        maximize(hmm, running)
+        for update, rows in enumerate(torch.arange(batch_size).tensor_split(updates_per_batch)):
+            stats = expected_statistics(hmm, batch.tokens[rows], batch.lengths[rows])
+            running = stepwise_update(running, stats,
+                                      step_size(step * updates_per_batch + update))
+            maximize(hmm, running)
         history.append(hmm_log_likelihood(hmm, held_out))
         if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == n_em_steps):
             _save(path, hmm, running, baseline, step + 1, history, settings)
