@@ -3,9 +3,9 @@
     python benchmarks/scan.py            # both shapes, ~15 minutes on 2 cores
     python benchmarks/scan.py --quick    # first shape only, reference forward+backward skipped
 
-Every (shape, implementation, mode) runs in a fresh subprocess with 2 torch and 2 numba
-threads: inputs are built, a tiny call warms up (numba compilation is cached), then the first
-timed call also measures peak memory as the rise of the process's peak RSS (VmHWM, reset
+Every (shape, implementation, mode) runs in a fresh subprocess with 2 threads (torch's
+setting, which the numba kernels follow): inputs are built, a tiny call warms up (numba
+compilation is cached), then the first timed call also measures peak memory as the rise of the process's peak RSS (VmHWM, reset
 through /proc/self/clear_refs) over its RSS before the call. RSS sees every allocation, torch's
 included (tracemalloc would not); a fresh process and a fixed glibc mmap threshold keep
 allocator caches out of the figure. Times are medians over the repeats, wall clock and process
@@ -101,10 +101,8 @@ def _peak_rise_mb(fn):
 
 def worker(impl, mode, shape, repeats):
     """One fresh-process measurement: JSON with times (s) and peak memory rise (MB)."""
-    import numba
     import torch
-    torch.set_num_threads(2)
-    numba.set_num_threads(2)
+    torch.set_num_threads(2)                     # the numba kernels follow torch's count
     backward = mode == "fwd+bwd"
     run, leaves = _make(impl, _inputs(1, 64, 8, shape[3], seed=1))
     _call(run, leaves, backward)                                           # warm-up
@@ -122,10 +120,8 @@ def worker(impl, mode, shape, repeats):
 
 def check(shape):
     """Max relative differences of ``cpu`` against mambapy and the reference (fp32)."""
-    import numba
     import torch
-    torch.set_num_threads(2)
-    numba.set_num_threads(2)
+    torch.set_num_threads(2)                     # the numba kernels follow torch's count
     kw = _inputs(*shape)
     def outputs(impl, backward):
         run, leaves = _make(impl, kw)

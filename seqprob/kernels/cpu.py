@@ -20,10 +20,8 @@ compute dtype (fp32 or fp64).
 
 from __future__ import annotations
 
-import contextlib
 import math
 
-import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,6 +29,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 from torch import Tensor
+
+from seqprob.kernels.threads import launch_threads, parallel_launch
 
 CHUNK = 64  # steps between stored states in the forward; the backward's buffer holds one chunk
 _NMAX = 256  # the largest N the kernels take (``seqprob.core.scan.MAX_STATE`` checks it)
@@ -195,17 +195,6 @@ def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dou
             dD_p[g, d] += dD_acc
 
 
-@contextlib.contextmanager
-def _dynamic_schedule(tasks: int):
-    """Hand out prange iterations in ~8 chunks per thread instead of one static block each,
-    so a thread that the OS deschedules (shared machines) does not hold up the others."""
-    old = numba.set_parallel_chunksize(max(1, tasks // (8 * numba.get_num_threads())))
-    try:
-        yield
-    finally:
-        numba.set_parallel_chunksize(old)
-
-
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
@@ -254,7 +243,7 @@ class SelectiveScanCPU(torch.autograd.Function):
         out = _empty_rows(ins[0])                                                 # (B D L)
         last = raw.new_empty(batch, dim, nstate)                                  # (B D N)
         ckpt = raw.new_empty(batch, dim, -(-length // CHUNK) if save else 0, nstate)
-        with _dynamic_schedule(batch * dim):
+        with parallel_launch(batch * dim):
             _selective_fwd(*(x.detach().numpy() for x in ins), _np(h0), z is not None,
                            B.dim() == 3,
                            C.dim() == 3, out.numpy(), last.numpy(), ckpt.numpy(), save)
@@ -270,7 +259,7 @@ class SelectiveScanCPU(torch.autograd.Function):
     def backward(ctx, dout, dlast):
         u, _, A, Bm, Cm, _, _ = ctx.ins
         batch, dim = u.shape[:2]
-        groups = min(batch * dim, 4 * numba.get_num_threads())
+        groups = min(batch * dim, 4 * launch_threads())
         dout = _rows(dout.to(u.dtype)) if dout is not None else torch.zeros_like(u)
         dlast = (dlast.to(u.dtype).contiguous() if dlast is not None
                  else u.new_zeros(batch, dim, A.shape[1]))
@@ -279,7 +268,7 @@ class SelectiveScanCPU(torch.autograd.Function):
         dh0 = torch.empty_like(dlast)                          # the kernel writes every entry
         dA, dB, dC = (u.new_zeros(groups, *x.shape) for x in (A, Bm, Cm))
         dD = u.new_zeros(groups, dim)
-        with _dynamic_schedule(groups):
+        with parallel_launch(groups):
             _selective_bwd(*(x.detach().numpy() for x in ctx.ins), ctx.z is not None,
                            ctx.b_var, ctx.c_var, ctx.ckpt.numpy(), dout.detach().numpy(),
                            _np(dlast),
@@ -349,7 +338,7 @@ class LinearScanCPU(torch.autograd.Function):
     def forward(ctx, a, b, h0):
         a_np, b_np, h0_np = _np(a), _np(b), _np(h0)
         out = torch.empty(b.shape, dtype=b.dtype)                                # (B L F)
-        with _dynamic_schedule(a.shape[0] * -(-a.shape[2] // 64)):
+        with parallel_launch(a.shape[0] * -(-a.shape[2] // 64)):
             _linear_fwd(a_np, b_np, h0_np, out.numpy())
         ctx.save_for_backward(a, h0, out)
         return out
@@ -359,7 +348,7 @@ class LinearScanCPU(torch.autograd.Function):
         a, h0, out = ctx.saved_tensors
         da, db = (torch.empty(a.shape, dtype=a.dtype) for _ in range(2))          # (B L F)
         dh0 = torch.empty(h0.shape, dtype=h0.dtype)
-        with _dynamic_schedule(a.shape[0] * -(-a.shape[2] // 64)):
+        with parallel_launch(a.shape[0] * -(-a.shape[2] // 64)):
             _linear_bwd(_np(a), _np(h0), _np(out), _np(gout.to(a.dtype)), da.numpy(),
                         db.numpy(), dh0.numpy())
         return da, db, dh0

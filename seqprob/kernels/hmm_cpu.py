@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqprob.kernels.threads import parallel_launch
+
 
 def available() -> bool:
     """Whether numba can be imported."""
@@ -117,6 +119,7 @@ def forward_backward(init: Tensor, trans: Tensor, scaled: Tensor, lengths: Tenso
     smoothed = np.zeros_like(alpha)
     log_norm = np.zeros((batch, length), dtype=alpha.dtype)
     counts = np.zeros((batch, k, k), dtype=alpha.dtype)
-    _kernel()(*args, lengths.numpy().astype(np.int64), alpha, smoothed, log_norm, counts)
+    with parallel_launch(batch):
+        _kernel()(*args, lengths.numpy().astype(np.int64), alpha, smoothed, log_norm, counts)
     return (torch.from_numpy(alpha), torch.from_numpy(log_norm), torch.from_numpy(smoothed),
             torch.from_numpy(counts.sum(0)))
