@@ -116,9 +116,10 @@ def _forecast_rows(models, y, start, horizon, stride, quiet) -> tuple[list, dict
 
 
 # SpaceTime's CPU budget in the demo: at most 12 epochs of 50 random batches of 32 windows,
-# early stopping on the last 20% of the training rows (a few minutes on one core).
+# early stopping on the last 20% of the training rows (a few minutes on one core). The
+# learning rate is the one of {1e-3, 3e-3} with the lower validation MSE (0.099 vs 0.107).
 DEMO_TRAINING = dict(backbone_kwargs={"d_model": 32, "d_state": 32}, batch_size=32,
-                     learning_rate=3e-3, max_epochs=12, max_batches_per_epoch=50, patience=3)
+                     learning_rate=1e-3, max_epochs=12, max_batches_per_epoch=50, patience=3)
 DEMO_PLOT = "seqprob-demo-forecast.png"
 
 
