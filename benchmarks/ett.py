@@ -171,7 +171,7 @@ def report(rows: list[dict]) -> str:
         for model in dict.fromkeys(r["model"] for r in sub):
             cells = {r["horizon"]: r for r in sub if r["model"] == model}
             stride = next(iter(cells.values())).get("test_stride", 1)
-            label = model if stride == 1 else f"{model} (every {stride}th test window)"
+            label = model if stride == 1 else f"{model} (test stride {stride})"
             mses = [cells[h]["mse"] for h in horizons if h in cells]
             maes = [cells[h]["mae"] for h in horizons if h in cells]
             seconds = [cells[h]["train_seconds"] for h in cells]
