@@ -77,6 +77,24 @@ def test_demo_forecasting_section(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     forecasting_tour(quiet=True)
     out = capsys.readouterr().out
-    for name in ("neural", "ARIMA", "ETS", "Theta", "seasonal naive", "naive"):
+    for name in ("SpaceTime", "DLinear", "ARIMA", "ETS", "Theta", "seasonal naive", "naive"):
         assert name in out
     assert (tmp_path / "seqprob-demo-forecast.png").exists()
+
+
+def test_demo_forecasting_section_with_a_tiny_budget(capsys, tmp_path, monkeypatch):
+    from seqprob.cli import demo
+    from seqprob.forecasting import Naive, SeasonalNaive
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(demo, "DEMO_TRAINING", {**demo.DEMO_TRAINING, "max_epochs": 1,
+                                                "max_batches_per_epoch": 1,
+                                                "backbone_kwargs": {"d_model": 4,
+                                                                    "d_state": 4}})
+    monkeypatch.setattr(demo, "baseline_models",
+                        lambda: {"seasonal naive (24 h)": SeasonalNaive(24), "naive": Naive()})
+    demo.forecasting_tour(quiet=True)
+    out = capsys.readouterr().out
+    lines = {line.split("  ")[0] for line in out.splitlines()}
+    assert {"SpaceTime", "DLinear (reference)", "seasonal naive (24 h)", "naive"} <= lines
+    assert (tmp_path / "seqprob-demo-forecast.png").stat().st_size > 1000

@@ -295,8 +295,11 @@ def test_backtest_bad_arguments():
 
 def test_backtest_of_neural_reuses_parameters_without_refit():
     y = seasonal(n=300)
-    bt = small_neural(quantiles=None).backtest(y, start=250, horizon=6, stride=10)
+    model = small_neural(quantiles=None)
+    bt = model.backtest(y, start=250, horizon=6, stride=10)
     assert bt.metrics["refit"].tolist() == [True, False, False, False, False]
+    assert not hasattr(model, "network_")  # clones were fit, the model is untouched
+    np.testing.assert_allclose(bt.model.predict(6), bt.predictions[0, :, 0])  # fit on y[:250]
 
 
 # ---- pyro ---------------------------------------------------------------------------------------

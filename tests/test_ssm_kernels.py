@@ -136,3 +136,32 @@ def test_chunked_state_and_response_equal_step_loop(monkeypatch):
     conv = lti.fft_conv(u, impulse_response(trans, b, c, 13))
     torch.testing.assert_close(final_state(trans, b, u, x0), x)
     torch.testing.assert_close(conv + state_response(trans, c, x0, 13), torch.stack(ys, -1))
+
+
+@given(d=st.integers(1, 7), l_max=st.integers(1, 30), cut=st.integers(0, 29),
+       seed=st.integers(0, 100))
+@settings(max_examples=10, deadline=None)
+@torch.no_grad()
+def test_companion_krylov_equals_dense_powers(d, l_max, cut, seed):
+    length = max(1, l_max - cut)
+    kern = CompanionKernel(3, d, l_max=l_max, random_state=seed).double()
+    want = DenseTransition(companion_matrix(kern.a)).krylov(kern.b, length)       # (H d L)
+    torch.testing.assert_close(kern.krylov(length), want.transpose(0, 1), rtol=1e-7,
+                               atol=1e-9)
+
+
+@given(length=st.integers(1, 20), k_len=st.integers(1, 20), seed=st.integers(0, 100))
+@settings(max_examples=10, deadline=None)
+def test_fft_conv_and_its_gradients_equal_the_direct_sum(length, k_len, seed):
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(3, 1, 2, length, generator=gen, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(4, 2, k_len, generator=gen, dtype=torch.float64, requires_grad=True)
+    direct = torch.stack([sum(k[..., s] * u[..., t - s] for s in range(min(t + 1, k_len)))
+                          for t in range(length)], -1)                           # (3 4 2 L)
+    y = lti.fft_conv(u, k)
+    torch.testing.assert_close(y, direct)
+    w = torch.randn(direct.shape, generator=gen, dtype=torch.float64)
+    grads = torch.autograd.grad((y * w).sum(), (u, k))
+    want = torch.autograd.grad((direct * w).sum(), (u, k))
+    for got, ref in zip(grads, want, strict=True):
+        torch.testing.assert_close(got, ref)

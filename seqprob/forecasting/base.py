@@ -44,12 +44,15 @@ class Backtest:
         ``refit``, one column per metric).
     forecasts : list of per-window forecasts in the input's type.
     predictions, truth : arrays of shape (windows, horizon, channels).
+    model : the last fitted clone (with ``refit=False`` the only one, fit on the rows before
+        the first window).
     """
 
     metrics: pd.DataFrame
     forecasts: list[Any]
     predictions: np.ndarray
     truth: np.ndarray
+    model: Forecaster | None = None
 
     def summary(self) -> pd.Series:
         """Every metric averaged over the windows."""
@@ -227,7 +230,7 @@ class Forecaster(BaseEstimator):
         truth = np.stack([series.values[t: t + horizon] for t in origins])
         forecasts = [series.wrap(p, series.index[t: t + horizon])
                      for p, t in zip(predictions, origins, strict=True)]
-        return Backtest(pd.DataFrame(rows), forecasts, predictions, truth)
+        return Backtest(pd.DataFrame(rows), forecasts, predictions, truth, model)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

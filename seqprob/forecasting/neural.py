@@ -88,6 +88,10 @@ class NeuralForecaster(Forecaster):
         uses the validation MSE).
     validation_fraction : share of the history held out for early stopping when ``fit`` gets
         no ``y_val`` (0 disables early stopping).
+    max_batches_per_epoch : None (every training window each epoch) or a cap: each epoch
+        draws that many random batches (a CPU budget).
+    validation_stride : early stopping scores every ``validation_stride``-th validation
+        window (all channels of each); 1 scores them all.
     device : "cpu", "cuda", "auto".
     """
 
@@ -97,7 +101,8 @@ class NeuralForecaster(Forecaster):
                  max_epochs: int = 20,
                  batch_size: int = 256, learning_rate: float = 1e-3, weight_decay: float = 0.0,
                  patience: int = 3, validation_fraction: float = 0.2,
-                 max_batches_per_epoch: int | None = None, device: str = "cpu",
+                 max_batches_per_epoch: int | None = None, validation_stride: int = 1,
+                 device: str = "cpu",
                  random_state: int | None = 0, verbose: bool = True):
         self.backbone = backbone
         self.backbone_kwargs = backbone_kwargs
@@ -114,6 +119,7 @@ class NeuralForecaster(Forecaster):
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.max_batches_per_epoch = max_batches_per_epoch
+        self.validation_stride = validation_stride
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -171,6 +177,7 @@ class NeuralForecaster(Forecaster):
                              channel_independent=self.channel_independent)
         val_data = None if val is None else WindowDataset(
             self.scaler_.transform(val), self.lookback, self.horizon,
+            stride=check_int(self.validation_stride, "validation_stride", minimum=1),
             channel_independent=self.channel_independent)
         self.n_channels_ = values.shape[1]
         self.network_ = self._build(self.n_channels_).to(dev)

@@ -285,12 +285,24 @@ class CompanionKernel(nn.Module):
     def forward(self, length: int) -> Tensor:
         return companion_kernel(self.a, self.b, self.c_tilde, self.max_length)[..., :length]
 
-    def unfold(self, c_tilde: Tensor) -> Tensor:
-        """``C = C~ (I - A^l_max)^{-1}`` for ``c_tilde`` ``(..., H, d)``."""
+    def fold(self) -> Tensor:
+        """``I - A^l_max``, ``(H, d, d)``."""
         a = companion_matrix(self.a)
         eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        fold = eye - torch.linalg.matrix_power(a, self.max_length)                 # (H d d)
+        return eye - torch.linalg.matrix_power(a, self.max_length)                 # (H d d)
+
+    def unfold(self, c_tilde: Tensor, fold: Tensor | None = None) -> Tensor:
+        """``C = C~ (I - A^l_max)^{-1}`` for ``c_tilde`` ``(..., H, d)`` (``fold``: a
+        precomputed :meth:`fold`)."""
+        fold = self.fold() if fold is None else fold
         return torch.linalg.solve(fold.mT, c_tilde[..., None])[..., 0]
+
+    def krylov(self, length: int, fold: Tensor | None = None) -> Tensor:
+        """``(A^l b)_i`` for ``l < length <= l_max``, ``(d, H, length)``: the kernels of the
+        outputs ``C = e_i`` (folded ``C~ = e_i (I - A^l_max)``, the rows of :meth:`fold`)."""
+        fold = self.fold() if fold is None else fold
+        rows = fold.transpose(0, 1)                                                 # (d H d)
+        return companion_kernel(self.a, self.b, rows, self.max_length)[..., :length]
 
     def recurrence(self) -> tuple[DenseTransition, Tensor, Tensor]:
         return DenseTransition(companion_matrix(self.a)), self.b, self.unfold(self.c_tilde)

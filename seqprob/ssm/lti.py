@@ -12,8 +12,6 @@ initial state; the final state is computed from the input in chunks of the lengt
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -63,7 +61,8 @@ class DenseTransition:
         out, p = v[..., None], self.a                                           # (.. H N 1)
         while out.shape[-1] < n:
             out = torch.cat([out, p @ out], dim=-1)
-            p = p @ p
+            if out.shape[-1] < n:
+                p = p @ p
         return out[..., :n]
 
     def transpose(self) -> DenseTransition:
@@ -78,13 +77,54 @@ def chunk_size(length: int, per_position: int) -> int:
     return max(1, min(length, ELEMENT_BUDGET // max(per_position, 1)))
 
 
+def fft_size(n: int) -> int:
+    """The smallest ``2^a 3^b 5^c >= n`` (a length every FFT library handles fast)."""
+    size = max(n, 1)
+    while True:
+        rest = size
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        if rest == 1:
+            return size
+        size += 1
+
+
+class _CausalConv(torch.autograd.Function):
+    """``irfft(rfft(u) rfft(k))`` with a backward of three real FFTs (autograd's backward of
+    ``rfft`` runs a full-length complex FFT on a zero-filled spectrum, the dominant cost of a
+    training step)."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, k: Tensor, n: int) -> Tensor:
+        u_f, k_f = torch.fft.rfft(u, n=n), torch.fft.rfft(k, n=n)
+        ctx.save_for_backward(u_f, k_f)
+        ctx.n, ctx.shapes = n, (u.shape, k.shape)
+        return torch.fft.irfft(u_f * k_f, n=n)[..., :u.shape[-1]]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        u_f, k_f = ctx.saved_tensors
+        (u_shape, k_shape), n = ctx.shapes, ctx.n
+        # n >= len(u) + len(k): the circular correlations below wrap only onto zero padding
+        # (broadcast dimensions are summed in the frequency domain, before the inverse FFT)
+        g_f = torch.fft.rfft(grad, n=n)
+        grad_u = grad_k = None
+        if ctx.needs_input_grad[0]:
+            prod = (g_f * k_f.conj()).sum_to_size(*u_shape[:-1], g_f.shape[-1])
+            grad_u = torch.fft.irfft(prod, n=n)[..., :u_shape[-1]]
+        if ctx.needs_input_grad[1]:
+            prod = (g_f * u_f.conj()).sum_to_size(*k_shape[:-1], g_f.shape[-1])
+            grad_k = torch.fft.irfft(prod, n=n)[..., :k_shape[-1]]
+        return grad_u, grad_k, None
+
+
 def fft_conv(u: Tensor, k: Tensor) -> Tensor:
-    """Causal convolution ``y_t = sum_{s<=t} k_s u_{t-s}``; ``u`` ``(B, H, L)``, ``k`` ``(H, L)``.
-    """
+    """Causal convolution ``y_t = sum_{s<=t} k_s u_{t-s}``; ``u`` ``(B, H, L)``, ``k`` ``(H, L)``
+    (any shapes that broadcast: ``u`` ``(B, 1, H, L)`` with ``k`` ``(K, H, L)`` convolves one
+    input with ``K`` kernels and transforms ``u`` once) -> the broadcast shape."""
     length = u.shape[-1]
-    n = 1 << math.ceil(math.log2(max(2 * length, 2)))
-    y = torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)  # (B H n)
-    return y[..., :length]
+    return _CausalConv.apply(u, k, fft_size(max(length + k.shape[-1], 2)))
 
 
 def final_state(trans: Transition, b: Tensor, u: Tensor, x0: Tensor | None) -> Tensor:
@@ -98,10 +138,11 @@ def final_state(trans: Transition, b: Tensor, u: Tensor, x0: Tensor | None) -> T
     blocks = F.pad(u, (pad, 0)).unflatten(-1, (-1, c)).to(b.dtype)          # (B H m c)
     reach = trans.krylov(b, c).flip(-1)                                      # (H N c)
     contrib = torch.einsum("hnj,bhmj->mbhn", reach, blocks)                  # (m B H N)
-    jump = trans.power(c)
-    x = torch.zeros_like(contrib[0])
-    for block in contrib:
-        x = jump.apply(x) + block
+    x = contrib[0]
+    if len(contrib) > 1:
+        jump = trans.power(c)
+        for block in contrib[1:]:
+            x = jump.apply(x) + block
     if x0 is not None:
         x = x + trans.power(length).apply(x0.to(x.dtype))
     return x

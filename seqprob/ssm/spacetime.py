@@ -35,7 +35,7 @@ from seqprob.core.validation import check_float, check_int, check_shape
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
 from seqprob.ssm.kernels import CompanionKernel, companion_kernel, companion_matrix
 from seqprob.ssm.layers import CompanionSSM
-from seqprob.ssm.lti import DenseTransition, fft_conv, final_state, state_response
+from seqprob.ssm.lti import DenseTransition, fft_conv, state_response
 
 
 def preprocessing_taps(kind: str) -> Tensor:
@@ -175,16 +175,23 @@ class ClosedLoopDecoder(nn.Module):
 
     def forward(self, z: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor]:
         """``z`` ``(B, L, H)`` -> open-loop ``C x_t`` ``(B, L, H)``, ``K x_t`` ``(B, L, H)``
-        and the closed-loop forecast ``(B, horizon, H)``."""
+        and the closed-loop forecast ``(B, horizon, H)``.
+
+        Everything is built from one ``I - A^l_max``: the kernels of ``C``, ``K`` and of the
+        state coordinates (``x_L = sum_t A^{L-1-t} b u_t`` from those) by the companion FFT
+        algorithm, and the unfolded ``C``, ``K`` of the closed loop."""
         kern = self.ssm
         u = z.mT                                                                  # (B H L)
+        length = u.shape[-1]
+        fold = kern.fold()                                                        # (H d d)
         outs = torch.stack([kern.c_tilde, self.k_tilde])                           # (2 H d)
-        kernels = companion_kernel(kern.a, kern.b, outs, kern.max_length)[..., :u.shape[-1]]
-        y_open, u_next = (fft_conv(u, k) for k in kernels)                        # (B H L)
-        trans = DenseTransition(companion_matrix(kern.a))
-        x_last = final_state(trans, kern.b, u, None)                              # (B H d)
-        c, k = kern.unfold(outs)                                                  # (H d)
-        loop = DenseTransition(trans.a + kern.b[:, :, None] * k[:, None, :])     # A + B K
+        kernels = companion_kernel(kern.a, kern.b, outs, kern.max_length)[..., :length]
+        y_open, u_next = fft_conv(u[:, None], kernels).unbind(1)                  # (B H L)
+        krylov = kern.krylov(length, fold)                                        # (d H L)
+        x_last = torch.einsum("dhl,bhl->bhd", krylov.flip(-1), u)                 # (B H d)
+        c, k = kern.unfold(outs, fold)                                            # (H d)
+        a = companion_matrix(kern.a)
+        loop = DenseTransition(a + kern.b[:, :, None] * k[:, None, :])           # A + B K
         ahead = state_response(loop, c, x_last, horizon - 1)                      # (B H h-1)
         forecast = torch.cat([y_open[..., -1:], ahead], dim=-1)                   # (B H h)
         return y_open.mT, u_next.mT, forecast.mT
