@@ -1,6 +1,5 @@
 """The numba kernels of the constraint backward table against their torch forms."""
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,8 +8,6 @@ from seqprob.control import constrained, hmm_tables
 from seqprob.control.constrained import backward_table
 from seqprob.control.tokens import compile_keywords
 from seqprob.kernels import control_cpu
-
-pytestmark = pytest.mark.skipif(not control_cpu.available(), reason="needs numba")
 
 
 @settings(max_examples=20, deadline=None)
@@ -44,7 +41,7 @@ def test_backward_table_kernels_equal_torch_path(monkeypatch):
                         torch.log_softmax(torch.randn(4, 4, generator=g, dtype=torch.float64), -1),
                         torch.log_softmax(torch.randn(4, 10, generator=g, dtype=torch.float64), -1))
     fast = backward_table(tables, dfa, 8)
-    monkeypatch.setattr(constrained.control_cpu, "available", lambda: False)
+    monkeypatch.setattr(constrained, "_on_cpu", lambda tables: False)
     slow = backward_table(tables, dfa, 8)
     torch.testing.assert_close(fast.values, slow.values)
     torch.testing.assert_close(fast.log_scale, slow.log_scale)

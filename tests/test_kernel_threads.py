@@ -9,14 +9,6 @@ from seqprob.kernels.hmm_cpu import forward_backward
 from seqprob.kernels.threads import launch_threads, parallel_launch
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _selective(grad: bool):
     g = torch.Generator().manual_seed(0)
     u = torch.randn(1, 4, 70, generator=g, requires_grad=grad)

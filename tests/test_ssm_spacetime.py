@@ -127,15 +127,6 @@ def _s4d_step(model, batch, train):
     return F.mse_loss(pred[:, -1], batch[:, LOOKBACK])
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny ops: one thread avoids spin-waiting on a shared machine (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("p", [1, 2, 3, 4])
 def test_spacetime_reaches_the_ar_noise_floor(p, one_thread):

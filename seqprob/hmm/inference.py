@@ -154,13 +154,11 @@ def _cost_prefers_blocked(batch: int, length: int, k: int) -> bool:
 
 
 def _fused_applies(prep: _Prepared) -> bool:
-    """The fused CPU kernel: CPU float tensors, full precision, no autograd, numba present."""
-    from seqprob.kernels import hmm_cpu
-
+    """The fused CPU kernel: CPU float tensors, full precision, no autograd."""
     needs_grad = torch.is_grad_enabled() and any(
         t.requires_grad for t in (prep.init, prep.trans, prep.scaled))
     return (prep.scaled.device.type == "cpu" and prep.matmul_dtype is None and not needs_grad
-            and prep.scaled.dtype in (torch.float32, torch.float64) and hmm_cpu.available())
+            and prep.scaled.dtype in (torch.float32, torch.float64))
 
 
 def _resolve(method: str, prep: _Prepared, *, smoothing: bool = False) -> str:

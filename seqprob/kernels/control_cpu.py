@@ -4,61 +4,36 @@ Both replace a scatter over a large, skewed index whose torch form is dominated 
 contended memory access: the emission mass of every token class (most of the vocabulary falls
 in two or three classes), and the per-step sum over the DFA's edges. Each reads its input once,
 contiguously, with the output row in cache. Tested against the torch forms. Single-threaded:
-numba's OpenMP layer would reset torch's thread count (shared libgomp), and both loops are
-memory-bound.
+both loops are memory-bound.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
 
-_KERNELS = None
+
+@numba.njit(cache=True)
+def _class_sums(emission, token_class, out):
+    k, v = emission.shape
+    for z in range(k):
+        for t in range(v):
+            out[z, token_class[t]] += emission[z, t]
 
 
-def available() -> bool:
-    """Whether numba can be imported."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _kernels():
-    global _KERNELS
-    if _KERNELS is None:
-        _KERNELS = _compile()
-    return _KERNELS
-
-
-def _compile():
-    try:
-        import numba
-    except ImportError as err:  # pragma: no cover - numba is a core dependency
-        raise ImportError("the control CPU kernels need numba: pip install numba") from err
-
-    @numba.njit(cache=True)
-    def class_sums(emission, token_class, out):
-        k, v = emission.shape
-        for z in range(k):
-            for t in range(v):
-                out[z, token_class[t]] += emission[z, t]
-
-    @numba.njit(cache=True, fastmath={"reassoc", "contract"})
-    def edge_sums(g, weights, dst, shift, offsets, out):
-        q, k = out.shape
-        for s in range(q):
-            for e in range(offsets[s], offsets[s + 1]):
-                c = shift[e]
-                if c == 0.0:
-                    continue
-                d = dst[e]
-                for z in range(k):
-                    out[s, z] += weights[e, z] * g[d, z] * c
-
-    return class_sums, edge_sums
+@numba.njit(cache=True, fastmath={"reassoc", "contract"})
+def _edge_sums(g, weights, dst, shift, offsets, out):
+    q, k = out.shape
+    for s in range(q):
+        for e in range(offsets[s], offsets[s + 1]):
+            c = shift[e]
+            if c == 0.0:
+                continue
+            d = dst[e]
+            for z in range(k):
+                out[s, z] += weights[e, z] * g[d, z] * c
 
 
 def class_sums(emission: Tensor, token_class: Tensor, n_classes: int) -> Tensor:
@@ -66,7 +41,7 @@ def class_sums(emission: Tensor, token_class: Tensor, n_classes: int) -> Tensor:
     ``token_class`` ``(V,)`` int64 in ``[0, n_classes)``."""
     e = emission.detach().contiguous().numpy()
     out = np.zeros((e.shape[0], n_classes), dtype=e.dtype)
-    _kernels()[0](e, token_class.contiguous().numpy(), out)
+    _class_sums(e, token_class.contiguous().numpy(), out)
     return torch.from_numpy(out)
 
 
@@ -76,6 +51,6 @@ def edge_sums(g: Tensor, weights: Tensor, dst: Tensor, shift: Tensor, offsets: T
     ``[offsets[s], offsets[s + 1])`` (edges sorted by source state); ``g`` ``(Q', K)``,
     ``weights`` ``(E, K)``, ``dst`` and ``shift`` ``(E,)``."""
     out = np.zeros((n_states, g.shape[1]), dtype=g.numpy().dtype)
-    _kernels()[1](g.contiguous().numpy(), weights.contiguous().numpy(), dst.numpy(),
+    _edge_sums(g.contiguous().numpy(), weights.contiguous().numpy(), dst.numpy(),
                   shift.to(g.dtype).contiguous().numpy(), offsets.numpy(), out)
     return torch.from_numpy(out)

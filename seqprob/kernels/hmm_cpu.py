@@ -11,6 +11,7 @@ accumulates a ``(K, K)`` count block.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -18,85 +19,58 @@ from torch import Tensor
 from seqprob.kernels.threads import parallel_launch
 
 
-def available() -> bool:
-    """Whether numba can be imported."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-_KERNEL = None
-
-
-def _kernel():
-    global _KERNEL
-    if _KERNEL is None:
-        _KERNEL = _compile()
-    return _KERNEL
-
-
-def _compile():
-    try:
-        import numba
-    except ImportError as err:  # pragma: no cover - numba is a core dependency
-        raise ImportError("the fused CPU HMM kernel needs numba: pip install numba") from err
-
-    # reassociation lets the dot products vectorize; no finite-math assumption (-inf is used)
-    @numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
-    def fused(init, trans, scaled, lengths, alpha, smoothed, log_norm, counts):
-        batch, _, k = scaled.shape
-        for b in numba.prange(batch):
-            n = lengths[b]
-            prior = init[b].copy()
-            for t in range(n):                                    # forward
-                total = 0.0
+# reassociation lets the dot products vectorize; no finite-math assumption (-inf is used)
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _fused(init, trans, scaled, lengths, alpha, smoothed, log_norm, counts):
+    batch, _, k = scaled.shape
+    for b in numba.prange(batch):
+        n = lengths[b]
+        prior = init[b].copy()
+        for t in range(n):                                    # forward
+            total = 0.0
+            for j in range(k):
+                v = prior[j] * scaled[b, t, j]
+                alpha[b, t, j] = v
+                total += v
+            log_norm[b, t] = np.log(total) if total > 0 else -np.inf
+            inv = 1.0 / total if total > 0 else 0.0
+            for j in range(k):
+                alpha[b, t, j] *= inv
+            prior[:] = 0.0
+            for i in range(k):                                # prior = alpha_t @ A
+                a = alpha[b, t, i]
                 for j in range(k):
-                    v = prior[j] * scaled[b, t, j]
-                    alpha[b, t, j] = v
-                    total += v
-                log_norm[b, t] = np.log(total) if total > 0 else -np.inf
-                inv = 1.0 / total if total > 0 else 0.0
-                for j in range(k):
-                    alpha[b, t, j] *= inv
-                prior[:] = 0.0
-                for i in range(k):                                # prior = alpha_t @ A
-                    a = alpha[b, t, i]
-                    for j in range(k):
-                        prior[j] += a * trans[i, j]
-            beta = np.ones(k)
-            w = np.empty(k)
-            nxt = np.empty(k)
-            for t in range(n - 1, -1, -1):                        # backward
-                mass = 0.0
-                for j in range(k):
-                    mass += alpha[b, t, j] * beta[j]
-                inv = 1.0 / mass if mass > 0 else 0.0
-                for j in range(k):
-                    smoothed[b, t, j] = alpha[b, t, j] * beta[j] * inv
-                if t == 0:
-                    break
-                for j in range(k):
-                    w[j] = scaled[b, t, j] * beta[j]
-                z = np.exp(log_norm[b, t]) * mass                 # sum_ij alpha A w
-                if z > 0:
-                    for i in range(k):
-                        left = alpha[b, t - 1, i] / z
-                        for j in range(k):
-                            counts[b, i, j] += left * w[j]
-                total = 0.0
+                    prior[j] += a * trans[i, j]
+        beta = np.ones(k)
+        w = np.empty(k)
+        nxt = np.empty(k)
+        for t in range(n - 1, -1, -1):                        # backward
+            mass = 0.0
+            for j in range(k):
+                mass += alpha[b, t, j] * beta[j]
+            inv = 1.0 / mass if mass > 0 else 0.0
+            for j in range(k):
+                smoothed[b, t, j] = alpha[b, t, j] * beta[j] * inv
+            if t == 0:
+                break
+            for j in range(k):
+                w[j] = scaled[b, t, j] * beta[j]
+            z = np.exp(log_norm[b, t]) * mass                 # sum_ij alpha A w
+            if z > 0:
                 for i in range(k):
-                    acc = 0.0
+                    left = alpha[b, t - 1, i] / z
                     for j in range(k):
-                        acc += trans[i, j] * w[j]
-                    nxt[i] = acc
-                    total += acc
-                inv = 1.0 / total if total > 0 else 0.0
-                for i in range(k):
-                    beta[i] = nxt[i] * inv
-
-    return fused
+                        counts[b, i, j] += left * w[j]
+            total = 0.0
+            for i in range(k):
+                acc = 0.0
+                for j in range(k):
+                    acc += trans[i, j] * w[j]
+                nxt[i] = acc
+                total += acc
+            inv = 1.0 / total if total > 0 else 0.0
+            for i in range(k):
+                beta[i] = nxt[i] * inv
 
 
 def forward_backward(init: Tensor, trans: Tensor, scaled: Tensor, lengths: Tensor
@@ -120,6 +94,6 @@ def forward_backward(init: Tensor, trans: Tensor, scaled: Tensor, lengths: Tenso
     log_norm = np.zeros((batch, length), dtype=alpha.dtype)
     counts = np.zeros((batch, k, k), dtype=alpha.dtype)
     with parallel_launch(batch):
-        _kernel()(*args, lengths.numpy().astype(np.int64), alpha, smoothed, log_norm, counts)
+        _fused(*args, lengths.numpy().astype(np.int64), alpha, smoothed, log_norm, counts)
     return (torch.from_numpy(alpha), torch.from_numpy(log_norm), torch.from_numpy(smoothed),
             torch.from_numpy(counts.sum(0)))
