@@ -9,7 +9,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from seqprob.hmm import HMM, em
@@ -45,6 +45,8 @@ def _data(kind: str, b: int, t: int, seed: int) -> torch.Tensor:
 @settings(max_examples=20, deadline=None)
 @given(kind=st.sampled_from(["categorical", "gaussian", "poisson"]), k=st.integers(1, 4),
        seed=st.integers(0, 1000), t=st.integers(1, 20))
+@example(kind="gaussian", k=3, seed=537, t=13)          # a collapsing state: skipped by assume
+@example(kind="gaussian", k=3, seed=536, t=13)          # diag, same shape: checked
 def test_full_batch_log_likelihood_never_decreases(kind, k, seed, t):
     """EM with maximum-likelihood M-steps never lowers the log-likelihood. Gaussian runs
     without hmmlearn's default covariance prior: with it the M-step is MAP, which raises the
@@ -57,6 +59,14 @@ def test_full_batch_log_likelihood_never_decreases(kind, k, seed, t):
     x = _data(kind, 3, t, seed)
     lengths = torch.tensor([t, max(1, t // 2), 1])
     history = em.fit(model, [(x, lengths)], n_iter=8, tol=-math.inf)
+    if kind == "gaussian":
+        # a state that collapses onto too few points has an unbounded likelihood: its
+        # covariance goes singular (min_covar is added, the M-step is no longer exact) and the
+        # log-likelihood is round-off -- outside EM's guarantee (seed 537, full, K=3, T=13)
+        cov = model.emission.covariances()          # variances, or matrices (full, tied)
+        if model.emission.covariance_type in ("full", "tied"):
+            cov = torch.linalg.eigvalsh(cov)
+        assume(float(cov.min()) > model.emission.min_covar)
     gains = torch.diff(torch.tensor(history))
     assert (gains >= -1e-8 * abs(history[0])).all(), history
     assert not any(torch.isnan(p).any() for p in model.parameters())  # -inf = probability 0
