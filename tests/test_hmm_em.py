@@ -63,7 +63,7 @@ def test_full_batch_log_likelihood_never_decreases(kind, k, seed, t):
         # a state that collapses onto too few points has an unbounded likelihood: its
         # covariance goes singular (min_covar is added, the M-step is no longer exact) and the
         # log-likelihood is round-off -- outside EM's guarantee (seed 537, full, K=3, T=13)
-        cov = model.emission.covariances()          # variances, or matrices (full, tied)
+        cov = model.emission.covariances().detach()  # variances, or matrices (full, tied)
         if model.emission.covariance_type in ("full", "tied"):
             cov = torch.linalg.eigvalsh(cov)
         assume(float(cov.min()) > model.emission.min_covar)
