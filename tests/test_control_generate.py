@@ -105,7 +105,7 @@ def test_smollm2_commongen_with_the_default_hmm():
 @pytest.mark.parametrize(("flags", "want"), [("fpu avx2 avx512_bf16", "bfloat16"),
                                              ("fpu amx_bf16", "bfloat16"), ("fpu avx2", None)])
 def test_fast_autocast_reads_the_cpu_flags(lm, monkeypatch, flags, want):
-    from seqprob.control import defaults
+    from seqprob.core import device
 
     class FakePath:
         def __init__(self, path):
@@ -114,5 +114,5 @@ def test_fast_autocast_reads_the_cpu_flags(lm, monkeypatch, flags, want):
         def read_text(self, **_):
             return f"processor : 0\nflags : {flags}\n"
 
-    monkeypatch.setattr(defaults, "Path", FakePath)
-    assert defaults.fast_autocast(lm) == want
+    monkeypatch.setattr(device, "Path", FakePath)
+    assert device.fast_autocast_dtype(lm.device) == want

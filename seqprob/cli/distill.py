@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from seqprob.core import resolve_device
+from seqprob.core.device import fast_autocast_dtype
 
 
 def register(subparsers) -> None:
@@ -42,12 +43,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from seqprob.control.defaults import fast_autocast
     from seqprob.hmm import distill
     from seqprob.lm import load
 
     lm = load(args.model).to(resolve_device(args.device))
-    autocast = {"auto": fast_autocast(lm), "none": None}.get(args.autocast, args.autocast)
+    autocast = {"auto": fast_autocast_dtype(lm.device), "none": None}.get(args.autocast,
+                                                                          args.autocast)
     result = distill(lm, args.n_hidden, seq_len=args.seq_len, batch_size=args.batch_size,
                      n_init_batches=args.init_batches, n_em_steps=args.em_steps,
                      updates_per_batch=args.updates_per_batch, n_held_out=args.held_out,

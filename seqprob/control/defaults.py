@@ -21,13 +21,14 @@ from seqprob.control.trace import (
     positive_teacher,
 )
 from seqprob.core import LanguageModel
+from seqprob.core.device import fast_autocast_dtype
 from seqprob.core.persist import load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_choice
 from seqprob.hmm import HMM, distill
 from seqprob.hmm.distill import sample
 
 # a small HMM that distills on one CPU core in two to three minutes for a 135M-parameter LM (bf16
-# sampling, see fast_autocast; about twice that in fp32): 8,192 tokens
+# sampling, see seqprob.core.device.fast_autocast_dtype; about twice that in fp32): 8,192 tokens
 # for the latent-variable initialization, 24,576 for stepwise EM in minibatches of 16 samples
 # (large sampling batches are fast, small EM updates learn fast); on ~35k tokens 32 states
 # beat 48 and 64 (held-out log-likelihood, BENCHMARKS.md)
@@ -57,23 +58,13 @@ def _key(lm: LanguageModel, settings: dict) -> str:
     return f"{lm_fingerprint(lm)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def fast_autocast(lm: LanguageModel) -> str | None:
-    """``"bfloat16"`` where the LM runs on a CPU with bf16 instructions (AVX512-BF16 or AMX:
-    about twice the fp32 sampling throughput), else ``None`` (fp32)."""
-    if lm.device.type != "cpu":
-        return None
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else None
-
-
 def default_hmm(lm: LanguageModel, *, verbose: bool = True, **settings) -> HMM:
     """The cached HMM distilled from ``lm`` with :data:`DEFAULT_DISTILL` updated by
     ``settings`` (keyword arguments of :func:`seqprob.hmm.distill`; ``autocast_dtype``
-    defaults to :func:`fast_autocast`); distilled and saved on first use."""
-    settings = {**DEFAULT_DISTILL, "autocast_dtype": fast_autocast(lm), **settings}
+    defaults to :func:`~seqprob.core.device.fast_autocast_dtype`); distilled and saved on
+    first use."""
+    settings = {**DEFAULT_DISTILL, "autocast_dtype": fast_autocast_dtype(lm.device),
+                **settings}
     path = cache_dir() / f"hmm-{_key(lm, settings)}.safetensors"
     if path.is_file():
         return HMM.load(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -17,3 +19,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device!r} was requested but no CUDA device is visible")
     return resolved
+
+
+def fast_autocast_dtype(device: torch.device) -> str | None:
+    """``"bfloat16"`` on a CPU with bf16 instructions (AVX512-BF16 or AMX: about twice the fp32
+    throughput of a small LM's forward under ``torch.autocast``), else ``None`` (fp32)."""
+    if device.type != "cpu":
+        return None
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return "bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else None

@@ -263,11 +263,10 @@ def distill(lm: LanguageModel, n_hidden: int, *, seq_len: int = 32, batch_size: 
     for name, value, low in (("n_hidden", n_hidden, 1), ("seq_len", seq_len, 2),
                              ("batch_size", batch_size, 1), ("n_init_batches", n_init_batches, 1),
                              ("n_em_steps", n_em_steps, 0), ("n_held_out", n_held_out, 1),
-                             ("updates_per_batch", updates_per_batch, 1),
                              ("checkpoint_every", checkpoint_every, 1),
                              ("random_state", random_state, 0)):
         check_int(value, name, minimum=low)
-    check_int(updates_per_batch, "updates_per_batch", maximum=batch_size)
+    check_int(updates_per_batch, "updates_per_batch", minimum=1, maximum=batch_size)
     check_float(pseudocount, "pseudocount", low=0.0, low_open=True)
     if autocast_dtype is not None:
         check_choice(autocast_dtype, "autocast_dtype", ("bfloat16", "float16"))
