@@ -55,13 +55,15 @@ class DistillResult:
     (counted) HMM, of a unigram and of a bigram model estimated on the same training samples;
     ``history``: the held-out figure after initialization and after each EM step;
     ``token_counts`` ``(V,)``: how often each token occurs in the training samples (zero
-    marks the unobserved vocabulary); ``ended``: share of held-out samples that reached EOS
-    within ``seq_len``."""
+    marks the unobserved vocabulary); ``held_out_tokens`` ``(n_held_out, seq_len)``: the
+    end-padded held-out samples (to score other models on); ``ended``: their share that reached
+    EOS within ``seq_len``."""
 
     hmm: HMM
     held_out: dict[str, float]
     history: list[float]
     token_counts: Tensor
+    held_out_tokens: Tensor
     ended: float
 
 
@@ -300,7 +302,8 @@ def distill(lm: LanguageModel, n_states: int, *, seq_len: int = 32, batch_size: 
     scores = {"hmm": history[-1], "initial_hmm": history[0], "unigram": uni, "bigram": bi}
     eos = torch.tensor(lm.eos_token_ids, dtype=torch.long, device=held_out.tokens.device)
     ended = float(torch.isin(held_out.tokens[:, -1], eos).float().mean())   # end-padded rows
-    return DistillResult(hmm, scores, history, baseline.uni.clone(), ended)
+    return DistillResult(hmm, scores, history, baseline.uni.clone(), held_out.tokens,
+                         ended)
 
 
 def _em_step(hmm: HMM, running: Statistics, tokens: Tensor, step: int, updates: int
