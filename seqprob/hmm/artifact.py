@@ -85,3 +85,11 @@ def load_artifact(path: str | os.PathLike) -> HMM:
         hmm.log_transmat.copy_(_log_normalized(tensors["log_transmat"].double()))
         hmm.emission.log_emission.copy_(_log_normalized(log_emit))
     return hmm
+
+
+def load_hmm(path: str | os.PathLike) -> HMM:
+    """An ``HMM`` from either file format: an artifact (:func:`load_artifact`) or a full
+    ``HMM.save`` checkpoint."""
+    with safe_open(str(path), framework="pt") as fh:
+        kind = (fh.metadata() or {}).get("kind")
+    return load_artifact(path) if kind == ARTIFACT_KIND else HMM.load(path)
