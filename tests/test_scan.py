@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 
 import pytest
 import torch
@@ -375,9 +376,12 @@ def test_linear_scan_refuses_bad_input(kw, error, message):
 
 @pytest.fixture
 def triton_interpreter():
-    """Skip without Triton; the interpreter itself is switched on at the top of this module."""
+    """Skip without Triton, or with a GPU (no interpreter: the gpu-marked tests run the Triton
+    kernels on CUDA tensors there); conftest.py switches the interpreter on without one."""
     if importlib.util.find_spec("triton") is None:
         pytest.skip("Triton is not installed (pip install 'seqprob[gpu]')")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("a CUDA device is present: Triton runs in the gpu-marked tests")
 
 
 TRITON_CASES = [
