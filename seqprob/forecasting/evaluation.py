@@ -54,8 +54,8 @@ def evaluate_ett_horizons(name: str, model: Forecaster, lookback: int, horizons:
     steps. ``timestamps``: fit on DataFrames with the table's hourly ``DatetimeIndex`` and
     pass each test window's first time stamp as ``start_times`` (AutoTimes with
     ``timestamps=True``). Returns ``{h: {"mse", "mae", "test_windows", "train_seconds",
-    "test_seconds", "history"}}``; ``history`` is the fitted model's ``history_`` (its
-    learning curve) or None."""
+    "test_seconds", "history", "model"}}``; ``history`` is the fitted model's ``history_`` (its
+    learning curve) or None, ``model`` the fitted clone."""
     horizons = sorted({check_int(h, "horizons", minimum=1) for h in horizons})
     train, val, test = _ett_data(name, lookback, target)
     stamps = ett_split(ett_frame(name).index.to_numpy(), lookback)  # (rows,) per split
@@ -83,7 +83,7 @@ def evaluate_ett_horizons(name: str, model: Forecaster, lookback: int, horizons:
         err = preds[keep, :h] - truth
         out[h] = {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))),
                   "test_windows": int(keep.sum()), "train_seconds": train_seconds,
-                  "test_seconds": test_seconds, "history": history}
+                  "test_seconds": test_seconds, "history": history, "model": model}
     return out
 
 
