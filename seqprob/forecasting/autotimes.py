@@ -152,10 +152,11 @@ class AutoTimesForecaster(Forecaster):
     def _check_params(self) -> None:
         s, lookback = self.segment_length, self.lookback
         if lookback < s or lookback % s:
+            nearest = sorted({max(lookback // s, 1) * s, (lookback // s + 1) * s})
             raise ValueError(f"lookback: expected a multiple of segment_length={s} (AutoTimes "
                              f"cuts the context into whole segments), got {lookback} = "
                              f"{lookback // s} x {s} + {lookback % s}; use "
-                             f"{max(lookback // s, 1) * s} or {(lookback // s + 1) * s}")
+                             f"{' or '.join(map(str, nearest))}")
         if self.lm is None and self.width is None:
             raise ValueError("width: expected the projectors' embedding width when lm=None "
                              "(AutoTimes without the LLM), got None")
