@@ -102,8 +102,8 @@ def run_statistical(dataset, lookback, horizons, model, target, stride) -> list[
     ``max(horizons)`` ahead once; each horizon is scored on its own windows."""
     results = evaluate_ett_horizons(dataset, STATISTICAL[model](), lookback, horizons, target,
                                     stride=stride)
-    return [{**r, "horizon": h, "val_mse": float("nan"), "test_stride": stride,
-             "shared_fit": True}
+    return [{**{k: v for k, v in r.items() if k != "model"}, "horizon": h,
+             "val_mse": float("nan"), "test_stride": stride, "shared_fit": True}
             for h, r in results.items()]
 
 

@@ -70,31 +70,40 @@ def test_plot_forecast_draws_history_forecast_band_and_truth(tmp_path):
         plot_forecast(y, model.predict(12)["OT"])
 
 
+def _table(out: str) -> list[str]:
+    """Model names of the demo's forecasting table, best first."""
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    rows = lines[head + 2:]
+    return [line.split("  ")[0] for line in rows[:next(i for i, line in enumerate(rows)
+                                                         if line.startswith("best: "))]]
+
+
 @pytest.mark.slow
-def test_demo_forecasting_section(capsys, tmp_path, monkeypatch):
-    from seqprob.cli.demo import forecasting_tour
+def test_demo_forecasting_section_leads_with_a_model_of_ours(capsys, tmp_path, monkeypatch):
+    from seqprob.cli.demo import OURS, forecasting_tour
 
     monkeypatch.chdir(tmp_path)
     forecasting_tour(quiet=True)
-    out = capsys.readouterr().out
-    for name in ("SpaceTime", "DLinear", "ARIMA", "ETS", "Theta", "seasonal naive", "naive"):
-        assert name in out
+    names = _table(capsys.readouterr().out)
+    assert len(names) == 8 and names[0] in OURS
     assert (tmp_path / "seqprob-demo-forecast.png").exists()
 
 
 def test_demo_forecasting_section_with_a_tiny_budget(capsys, tmp_path, monkeypatch):
     from seqprob.cli import demo
-    from seqprob.forecasting import Naive, SeasonalNaive
+    from seqprob.forecasting import Naive, NeuralForecaster, SeasonalNaive
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(demo, "DEMO_TRAINING", {**demo.DEMO_TRAINING, "max_epochs": 1,
-                                                "max_batches_per_epoch": 1,
-                                                "backbone_kwargs": {"d_model": 4,
-                                                                    "d_state": 4}})
-    monkeypatch.setattr(demo, "baseline_models",
-                        lambda: {"seasonal naive (24 h)": SeasonalNaive(24), "naive": Naive()})
+    tiny = NeuralForecaster("sparse", lookback=336, output_length=96, max_epochs=1,
+                            max_batches_per_epoch=1, verbose=False)
+    monkeypatch.setattr(demo, "demo_models", lambda quiet: {
+        "sparse (SparseLinear)": tiny, "seasonal naive (24 h)": SeasonalNaive(24),
+        "naive": Naive()})
     demo.forecasting_tour(quiet=True)
     out = capsys.readouterr().out
-    lines = {line.split("  ")[0] for line in out.splitlines()}
-    assert {"SpaceTime", "DLinear (reference)", "seasonal naive (24 h)", "naive"} <= lines
+    names = _table(out)
+    assert sorted(names) == ["naive", "seasonal naive (24 h)", "sparse (SparseLinear)"]
+    verdict = "a seqprob model" if names[0] in demo.OURS else "a baseline"
+    assert f"best: {names[0]}, {verdict}" in out
     assert (tmp_path / "seqprob-demo-forecast.png").stat().st_size > 1000

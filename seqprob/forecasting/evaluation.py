@@ -23,7 +23,7 @@ def evaluate_ett(name: str, model: Forecaster, lookback: int, horizon: int,
 
     Protocol: train rows ``[0, 8640)``, validation ``[8640 - lookback, 11520)``, test
     ``[11520 - lookback, 14400)``; z-score per column fitted on the training rows; a clone
-    of ``model`` (with ``lookback``/``horizon`` set when it has them) is fit on the training
+    of ``model`` (with ``lookback``/``output_length`` set when it has them) is fit on the training
     rows with the validation rows as ``y_val``; every test window (stride 1, none dropped)
     is forecast from its own lookback; MSE and MAE on the z-scored data.
     ``target=None``: multivariate (all 7 columns); a column name: univariate.
@@ -35,7 +35,7 @@ def evaluate_ett(name: str, model: Forecaster, lookback: int, horizon: int,
     train, val, test = _ett_data(name, lookback, target)
     params = model.get_params(deep=False)
     model = clone(model).set_params(**{k: v for k, v in
-                                       (("lookback", lookback), ("horizon", horizon))
+                                       (("lookback", lookback), ("output_length", horizon))
                                        if k in params})
     start = time.perf_counter()
     model.fit(train, y_val=val)
@@ -54,8 +54,8 @@ def evaluate_ett_horizons(name: str, model: Forecaster, lookback: int, horizons:
     steps. ``timestamps``: fit on DataFrames with the table's hourly ``DatetimeIndex`` and
     pass each test window's first time stamp as ``start_times`` (AutoTimes with
     ``timestamps=True``). Returns ``{h: {"mse", "mae", "test_windows", "train_seconds",
-    "test_seconds", "history"}}``; ``history`` is the fitted model's ``history_`` (its
-    learning curve) or None."""
+    "test_seconds", "history", "model"}}``; ``history`` is the fitted model's ``history_`` (its
+    learning curve) or None, ``model`` the fitted clone."""
     horizons = sorted({check_int(h, "horizons", minimum=1) for h in horizons})
     train, val, test = _ett_data(name, lookback, target)
     stamps = ett_split(ett_frame(name).index.to_numpy(), lookback)  # (rows,) per split
@@ -83,7 +83,7 @@ def evaluate_ett_horizons(name: str, model: Forecaster, lookback: int, horizons:
         err = preds[keep, :h] - truth
         out[h] = {"mse": float(np.mean(err**2)), "mae": float(np.mean(np.abs(err))),
                   "test_windows": int(keep.sum()), "train_seconds": train_seconds,
-                  "test_seconds": test_seconds, "history": history}
+                  "test_seconds": test_seconds, "history": history, "model": model}
     return out
 
 
