@@ -27,6 +27,11 @@ def _gaussian_quantiles(mean: np.ndarray, std: np.ndarray, levels: np.ndarray) -
     return mean[..., None] + std[..., None] * stats.norm.ppf(levels)
 
 
+def _constant_channels(history: np.ndarray) -> np.ndarray:
+    """``(C,)`` mask of the channels of ``history (T, C)`` that never change."""
+    return np.ptp(history, axis=0) == 0
+
+
 class _PerChannel(Forecaster):
     """Fits one statsmodels results object per channel; subclasses build the model."""
 
@@ -188,6 +193,8 @@ class Theta(_PerChannel):
 
     period : season length for the multiplicative deseasonalization (None: no
     deseasonalization); theta : the weight of the trend line (2 is the classic method).
+    A constant channel is forecast as that constant with zero-width intervals (both theta
+    lines of a constant are flat; statsmodels' smoothing fit breaks down on zero variance).
     """
 
     def __init__(self, *, period=None, theta=2.0):
@@ -215,8 +222,11 @@ class Theta(_PerChannel):
 
     def _forecast(self, history, horizon, X_hist, X_future):
         res = self._results(history, X_hist)
-        return np.stack([np.asarray(r.forecast(horizon, theta=self.theta)) for r in res],
+        mean = np.stack([np.asarray(r.forecast(horizon, theta=self.theta)) for r in res],
                         axis=1)
+        flat = _constant_channels(history)
+        mean[:, flat] = history[-1, flat]
+        return mean
 
     def _forecast_quantiles(self, history, horizon, levels, X_hist, X_future):
         res = self._results(history, X_hist)
@@ -226,4 +236,5 @@ class Theta(_PerChannel):
         width = np.stack([np.asarray(r.prediction_intervals(horizon, theta=self.theta,
                                                             alpha=0.2)["upper"])
                           for r in res], axis=1) - mean
+        width[:, _constant_channels(history)] = 0.0
         return _gaussian_quantiles(mean, width / z, levels)
