@@ -62,6 +62,7 @@ class PyroForecaster(Forecaster):
     """
 
     supports_samples = True
+    supports_update = False
 
     def __init__(self, season_length: int = 24, *, num_steps: int = 500,
                  learning_rate: float = 0.05, n_point_samples: int = 200,

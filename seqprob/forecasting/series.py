@@ -63,6 +63,17 @@ class Series:
         return dataclasses.replace(self, values=self.values[start:stop],
                                    index=self.index[start:stop])
 
+    def extend(self, values: np.ndarray) -> Series:
+        """This series followed by the rows ``values (n, channels)``, the index continued."""
+        index = self.index.append(self.future_index(len(values)))
+        if isinstance(self.index, pd.DatetimeIndex):
+            index = pd.DatetimeIndex(index, freq=self.index.freq)
+        elif isinstance(self.index, pd.RangeIndex):
+            index = pd.RangeIndex(index[0], index[-1] + self.index.step, self.index.step,
+                                  name=self.index.name)
+        return dataclasses.replace(self, values=np.concatenate([self.values, values]),
+                                   index=index)
+
     def future_index(self, horizon: int, offset: int = 0) -> pd.Index:
         """The ``horizon`` time stamps after row ``len(self) - 1 + offset``."""
         return continue_index(self.index, horizon, offset)

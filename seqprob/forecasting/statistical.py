@@ -47,9 +47,11 @@ class _PerChannel(Forecaster):
     def _fit_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def _results(self, history: np.ndarray, X_hist: np.ndarray | None) -> list[Any]:
-        """Results conditioned on ``history`` with the fitted parameters."""
-        if history is self.series_.values:
+    def _results(self, history: np.ndarray, X_hist: np.ndarray | None, refresh: bool = False
+                 ) -> list[Any]:
+        """Results conditioned on ``history`` with the fitted parameters (``refresh``: even
+        when ``history`` is the series they were last conditioned on)."""
+        if history is self.series_.values and not refresh:
             return self.results_
         with warnings.catch_warnings(record=True):  # statsmodels re-enables its own
             warnings.simplefilter("ignore")
@@ -58,6 +60,9 @@ class _PerChannel(Forecaster):
 
     def _condition(self, results, endog, exog):
         raise NotImplementedError
+
+    def _update(self):
+        self.results_ = self._results(self.series_.values, self.X_, refresh=True)
 
     def _get_state(self):
         return {f"params.{c}": torch.tensor(np.asarray(r.params, dtype=np.float64))
