@@ -30,7 +30,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from seqprob.core.persist import kind_of, load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_int, describe
-from seqprob.forecasting.metrics import POINT_METRICS, mase
+from seqprob.forecasting.metrics import (
+    POINT_METRICS,
+    interval_quantile_levels,
+    interval_scores,
+    mase,
+)
 from seqprob.forecasting.series import Series, as_series, check_no_nan
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -46,6 +51,7 @@ class Backtest:
     predictions, truth : arrays of shape (windows, horizon, channels).
     model : the last fitted clone (with ``refit=False`` the only one, fit on the rows before
         the first window).
+    quantiles : with ``level``, array (windows, horizon, channels, Q) at ``quantile_levels``.
     """
 
     metrics: pd.DataFrame
@@ -53,6 +59,8 @@ class Backtest:
     predictions: np.ndarray
     truth: np.ndarray
     model: Forecaster | None = None
+    quantiles: np.ndarray | None = None
+    quantile_levels: np.ndarray | None = None
 
     def summary(self) -> pd.Series:
         """Every metric averaged over the windows."""
@@ -64,7 +72,7 @@ class Forecaster(BaseEstimator):
 
     supports_covariates = False
     supports_samples = False
-    supports_quantiles = True
+    supports_quantiles = False  # True: predict_quantiles takes any level without samples
     supports_update = True  # False: the fitted state is tied to the fitted series
 
     # ---- fitting -----------------------------------------------------------------------
@@ -246,7 +254,7 @@ class Forecaster(BaseEstimator):
     def backtest(self, y: Any, start: int, horizon: int, stride: int = 1,
                  refit: bool | int = False, X: Any = None,
                  metrics: Mapping[str, MetricFn] | None = None,
-                 season_length: int = 1) -> Backtest:
+                 season_length: int = 1, level: Any = None) -> Backtest:
         """Rolling-origin evaluation over ``y``; ``self`` is left untouched (clones are fit).
 
         Windows forecast rows ``[t, t + horizon)`` from rows ``[0, t)`` for
@@ -254,14 +262,17 @@ class Forecaster(BaseEstimator):
         fit once on ``[0, start)``, then condition on each longer history with the same
         parameters; ``True``: refit at every window; an int ``k``: refit every ``k`` windows.
         ``metrics``: name -> fn(y_true, y_pred) (default MSE, MAE, RMSE, sMAPE), plus MASE
-        scaled by the in-sample ``season_length`` naive error.
+        scaled by the in-sample ``season_length`` naive error. ``level``: central interval
+        coverages in percent (e.g. ``[80, 95]``) for a model with a predictive distribution;
+        adds ``coverage-<l>``, ``width-<l>`` and ``crps`` (from 20 quantiles) per window.
         """
         series = as_series(y, "y")
         covariates = self._covariates(X, len(series), "X")
         origins = backtest_origins(len(series), start, horizon, stride, self._min_history())
         every = _refit_every(refit, len(origins))
         metrics = dict(POINT_METRICS if metrics is None else metrics)
-        model, rows, preds = None, [], []
+        levels = None if level is None else self._interval_levels(level)
+        model, rows, preds, quants = None, [], [], []
         for i, t in enumerate(origins):
             refitted = model is None or i % every == 0
             hist_x = None if covariates is None else covariates[:t]
@@ -273,6 +284,10 @@ class Forecaster(BaseEstimator):
             scores = {name: fn(truth, pred) for name, fn in metrics.items()}
             if t > season_length:
                 scores["mase"] = mase(truth, pred, series.values[:t], season_length)
+            if levels is not None:
+                quants.append(model._forecast_quantiles(series.values[:t], horizon, levels,
+                                                        hist_x, fut_x))
+                scores.update(interval_scores(truth, quants[-1], levels, level))
             rows.append({"window": i, "cutoff": series.index[t - 1], "refit": refitted,
                          **scores})
             preds.append(pred)
@@ -280,7 +295,16 @@ class Forecaster(BaseEstimator):
         truth = np.stack([series.values[t: t + horizon] for t in origins])
         forecasts = [series.wrap(p, series.index[t: t + horizon])
                      for p, t in zip(predictions, origins, strict=True)]
-        return Backtest(pd.DataFrame(rows), forecasts, predictions, truth, model)
+        return Backtest(pd.DataFrame(rows), forecasts, predictions, truth, model,
+                        np.stack(quants) if quants else None, levels)
+
+    def _interval_levels(self, level: Any) -> np.ndarray:
+        """Quantile levels a probabilistic backtest asks for (see ``backtest``'s ``level``)."""
+        if not (self.supports_quantiles or self.supports_samples):
+            raise ValueError(f"level: {type(self).__name__} has no predictive distribution at "
+                             f"any level (it forecasts points or fixed quantiles); pass "
+                             f"level=None")
+        return interval_quantile_levels(level)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
