@@ -21,6 +21,21 @@ from seqprob.forecasting.series import Series, as_series
 from seqprob.forecasting.statistical import ARIMA, ETS, Theta
 from seqprob.forecasting.windows import StandardScaler, WindowDataset, ett_split, segments
 
+
+def __getattr__(name: str):
+    # the sktime adapter subclasses sktime's BaseForecaster: import it only when asked for
+    if name == "SktimeForecaster":
+        try:
+            from seqprob.forecasting.sktime_adapter import SktimeForecaster
+        except ModuleNotFoundError as err:
+            if err.name is None or not err.name.startswith("sktime"):
+                raise
+            raise ImportError("SktimeForecaster needs sktime: pip install 'seqprob[sktime]'"
+                              ) from None
+        return SktimeForecaster
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ARIMA",
     "BACKBONES",
@@ -36,6 +51,7 @@ __all__ = [
     "RidgeForecaster",
     "SeasonalNaive",
     "Series",
+    "SktimeForecaster",
     "StandardScaler",
     "Theta",
     "WindowDataset",

@@ -202,6 +202,8 @@ class Theta(_PerChannel):
     lines of a constant are flat; statsmodels' smoothing fit breaks down on zero variance).
     """
 
+    supports_quantiles = True
+
     def __init__(self, *, period=None, theta=2.0):
         self.period = period
         self.theta = theta
