@@ -14,6 +14,7 @@ from seqprob.forecasting.datasets import ett_frame, load_ett
 from seqprob.forecasting.evaluation import evaluate_ett, evaluate_ett_horizons
 from seqprob.forecasting.linear import RidgeForecaster
 from seqprob.forecasting.neural import NeuralForecaster
+from seqprob.forecasting.panels import Panel
 from seqprob.forecasting.parallel import backtest_many, fit_many
 from seqprob.forecasting.plotting import plot_forecast
 from seqprob.forecasting.probabilistic import PyroForecaster
@@ -47,6 +48,7 @@ __all__ = [
     "Linear",
     "Naive",
     "NeuralForecaster",
+    "Panel",
     "PyroForecaster",
     "RidgeForecaster",
     "SeasonalNaive",
