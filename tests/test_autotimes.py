@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 from seqprob.forecasting.autotimes import AutoTimesForecaster
 from seqprob.forecasting.autotimes_net import AutoTimesNet
+from seqprob.forecasting.series import as_series
 from seqprob.forecasting.timestamps import embed_texts, segment_texts, timestamp_embeddings
 from seqprob.lm import tiny_lm
 
@@ -91,7 +92,7 @@ def test_val_every_records_a_learning_curve_and_keeps_the_best_projectors(lm):
     model.fit(y[:200], y_val=y[200 - 4 * S:])
     assert [h["step"] for h in model.history_] == [3, 6, 7]  # every 3 steps and the last
     assert model.best_val_mse_ == min(h["val_mse"] for h in model.history_)
-    valid = model._windows(y[200 - 4 * S:], None, "y_val")  # oracle: rescore what was kept
+    valid = model._windows(as_series(y[200 - 4 * S:]), "y_val")  # oracle: rescore what was kept
     assert model._validate(valid) == pytest.approx(model.best_val_mse_, rel=1e-5)
     with pytest.raises(ValueError, match="val_every"):
         _model(lm, max_steps=2, val_every=0).fit(y[:200])
@@ -290,7 +291,7 @@ def test_bad_parameters_are_refused(lm, params, match):
 def test_bad_llm_and_short_series_are_refused():
     with pytest.raises(TypeError, match="lm: expected a seqprob LanguageModel"):
         _model(42).fit(_sines())
-    with pytest.raises(ValueError, match="y: AutoTimes trains on windows of"):
+    with pytest.raises(ValueError, match="needs a series of at least 40 time steps, got 32"):
         _model(None, width=8).fit(_sines()[:4 * S])
 
 

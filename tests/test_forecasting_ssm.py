@@ -42,7 +42,7 @@ def test_spacetime_adds_its_next_step_losses():
 @pytest.mark.parametrize("name", SSM_BACKBONE_NAMES)
 def test_ssm_forecasters_learn_a_seasonal_signal(name, tmp_path):
     y = seasonal()
-    model = NeuralForecaster(name, backbone_kwargs=SMALL[name], lookback=36, horizon=12,
+    model = NeuralForecaster(name, backbone_kwargs=SMALL[name], lookback=36, output_length=12,
                              max_epochs=4, batch_size=32, learning_rate=3e-3,
                              verbose=False).fit(y[:388])
     assert M.mse(y[388:], model.predict(12)) < M.mse(y[388:], Naive().fit(y[:388]).predict(12))

@@ -86,7 +86,7 @@ def test_adapter_tags_follow_the_wrapped_model():
 
 CHECKED = {
     "theta": lambda: Theta(),
-    "neural": lambda: NeuralForecaster("linear", lookback=4, horizon=2, max_epochs=1,
+    "neural": lambda: NeuralForecaster("linear", lookback=4, output_length=2, max_epochs=1,
                                        verbose=False),
     "autotimes": lambda: AutoTimesForecaster(tiny_lm(), segment_length=2, lookback=4,
                                              max_steps=2, projector_hidden=8, verbose=False),

@@ -67,7 +67,7 @@ def forecasting_tour(quiet: bool) -> None:
 
     y = ett_frame("ETTh1")["OT"].iloc[:14400]  # the protocol's train + validation + test rows
     start, horizon, stride = 11520, 96, 336
-    common = dict(lookback=336, horizon=horizon, quantiles=(0.1, 0.5, 0.9), verbose=not quiet)
+    common = dict(lookback=336, output_length=horizon, quantiles=(0.1, 0.5, 0.9), verbose=not quiet)
     models = {"SpaceTime": NeuralForecaster("spacetime", **common, **DEMO_TRAINING),
               "DLinear (reference)": NeuralForecaster("dlinear", max_epochs=10, **common),
               **baseline_models()}

@@ -35,8 +35,9 @@ MODELS = ("naive", "snaive", "arima", "ets", "theta", "ridge", "pyro", "autotime
 def build_model(args: argparse.Namespace):
     """The forecaster named by ``args.model`` configured from the command-line flags."""
     m = args.season_length
-    neural = {"lookback": args.lookback, "horizon": args.horizon, "max_epochs": args.epochs,
-              "device": args.device, "verbose": not args.quiet, "random_state": args.seed,
+    neural = {"lookback": args.lookback, "output_length": args.horizon,
+              "max_epochs": args.epochs, "device": args.device, "verbose": not args.quiet,
+              "random_state": args.seed,
               "quantiles": tuple(args.quantiles) if args.quantiles else None}
     factories = {
         "naive": Naive,

@@ -12,30 +12,31 @@ prepends prompt segments (earlier rows of the same or another series) to the loo
 
 from __future__ import annotations
 
-import copy
-import math
 import os
+from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from seqprob.core.device import resolve_device
 from seqprob.core.language import LanguageModel
 from seqprob.core.persist import kind_of, load_checkpoint, register
-from seqprob.core.validation import check_choice, check_float, check_int
+from seqprob.core.validation import check_int
 from seqprob.forecasting.autotimes_net import PROJECTORS, AutoTimesNet
 from seqprob.forecasting.base import (
     Forecaster,
     _restore_params,
     _series_from_meta,
 )
-from seqprob.forecasting.series import as_series
+from seqprob.forecasting.series import Series, as_series
 from seqprob.forecasting.timestamps import lm_identity, timestamp_embeddings
+from seqprob.forecasting.training import train
 from seqprob.forecasting.windows import StandardScaler, window_starts
 
 EPS = 1e-5
@@ -78,15 +79,42 @@ class AutoTimesForecaster(Forecaster):
     timestamps : mix the LLM embedding of "This is Time Series from {start} to {end}" into
         each segment (needs a datetime index); cached under ``cache_dir``.
     max_epochs, max_steps : training stops at whichever ends first (``max_steps=None``: no
-        step limit); Adam with a cosine learning-rate decay.
+        step limit); Adam with a cosine learning-rate decay (the shared loop,
+        :func:`~seqprob.forecasting.training.train`).
     max_val_windows : validation windows (evenly spaced) scored after each epoch, or every
         ``val_every`` optimizer steps (and after the last) when given; the best projectors
-        (lowest validation MSE) are kept.
+        (lowest validation MSE) are kept; ``patience`` validations without a better one stop
+        training (None: never).
 
     After ``fit``: ``network_``, ``scaler_``, ``trainable_fraction_`` (trainable parameters
-    over all parameters, LLM included), ``history_`` (one ``{"step", "train_loss",
+    over all parameters, LLM included), ``history_`` (one ``{"epoch", "step", "train_loss",
     "val_mse"}`` per validation: the learning curve), ``best_val_mse_``.
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "lm": "no_validation",  # resolve_lm says what it accepts
+        "segment_length": [Interval(Integral, 1, None, closed="left")],
+        "lookback": [Interval(Integral, 1, None, closed="left")],
+        "projector": [StrOptions(set(PROJECTORS))],
+        "projector_hidden": [Interval(Integral, 1, None, closed="left")],
+        "projector_layers": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "width": [Interval(Integral, 1, None, closed="left"), None],
+        "timestamps": ["boolean"],
+        "cache_dir": [str, os.PathLike, None],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "max_val_windows": [Interval(Integral, 1, None, closed="left")],
+        "val_every": [Interval(Integral, 1, None, closed="left"), None],
+        "patience": [Interval(Integral, 1, None, closed="left"), None],
+        "inference_batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+        "verbose": ["verbose"],
+    }
 
     def __init__(self, lm: Any = "smollm2-135m", *, segment_length: int = 96,
                  lookback: int = 672, projector: str = "mlp", projector_hidden: int = 256,
@@ -95,7 +123,7 @@ class AutoTimesForecaster(Forecaster):
                  max_steps: int | None = None, batch_size: int = 32,
                  learning_rate: float = 1e-3, weight_decay: float = 0.0,
                  max_val_windows: int = 1024, val_every: int | None = None,
-                 inference_batch_size: int = 256,
+                 patience: int | None = None, inference_batch_size: int = 256,
                  device: str = "cpu", random_state: int | None = 0, verbose: bool = True):
         self.lm = lm
         self.segment_length = segment_length
@@ -114,61 +142,45 @@ class AutoTimesForecaster(Forecaster):
         self.weight_decay = weight_decay
         self.max_val_windows = max_val_windows
         self.val_every = val_every
+        self.patience = patience
         self.inference_batch_size = inference_batch_size
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
     # ---- validation --------------------------------------------------------------------
-    def _check_segments(self) -> tuple[int, int]:
-        """``(S, lookback)`` after checking that the lookback is a whole number of segments."""
-        s = check_int(self.segment_length, "segment_length", minimum=1)
-        lookback = check_int(self.lookback, "lookback", minimum=s)
-        if lookback % s:
+    def _check_params(self) -> None:
+        s, lookback = self.segment_length, self.lookback
+        if lookback < s or lookback % s:
             raise ValueError(f"lookback: expected a multiple of segment_length={s} (AutoTimes "
                              f"cuts the context into whole segments), got {lookback} = "
-                             f"{lookback // s} x {s} + {lookback % s}; use {lookback // s * s} "
-                             f"or {(lookback // s + 1) * s}")
-        return s, lookback
-
-    def _min_history(self) -> int:
-        return self._check_segments()[0]
-
-    # ---- fitting -----------------------------------------------------------------------
-    def fit(self, y: Any, X: Any = None, *, y_val: Any = None) -> AutoTimesForecaster:
-        """Train the projectors on ``y`` (any accepted series type); see :class:`Forecaster`."""
-        series = as_series(y, "y")
-        self._train_index = series.index
-        self._val_index = None if y_val is None else as_series(y_val, "y_val").index
-        return super().fit(series, X, y_val=y_val)
-
-    def _fit(self, values, X, val):
-        s, lookback = self._check_segments()
-        if len(values) < lookback + s:
-            raise ValueError(f"y: AutoTimes trains on windows of lookback + segment_length = "
-                             f"{lookback + s} rows, got a series of {len(values)}")
-        check_choice(self.projector, "projector", PROJECTORS)
-        self.scaler_ = StandardScaler().fit(values)
-        self.network_ = self._build(resolve_lm(self.lm))
-        self.trainable_fraction_ = self._trainable_fraction()
-        train = self._windows(values, self._train_index, "y")
-        valid = None if val is None else self._windows(val, self._val_index, "y_val",
-                                                       limit=self.max_val_windows)
-        self._train(train, valid)
-        return self
-
-    def _build(self, lm: LanguageModel | None) -> AutoTimesNet:
-        s, _ = self._check_segments()
-        if lm is None and self.width is None:
+                             f"{lookback // s} x {s} + {lookback % s}; use "
+                             f"{max(lookback // s, 1) * s} or {(lookback // s + 1) * s}")
+        if self.lm is None and self.width is None:
             raise ValueError("width: expected the projectors' embedding width when lm=None "
                              "(AutoTimes without the LLM), got None")
+
+    def _min_history(self) -> int:
+        return self.segment_length
+
+    def _min_fit_history(self) -> int:
+        return self.lookback + self.segment_length
+
+    # ---- fitting -----------------------------------------------------------------------
+    def _fit(self, y, X, y_val):
+        self.scaler_ = StandardScaler().fit(y.values)
+        self.network_ = self._build(resolve_lm(self.lm))
+        self.trainable_fraction_ = self._trainable_fraction()
+        self._train(self._windows(y, "y"),
+                    None if y_val is None else self._windows(y_val, "y_val",
+                                                             limit=self.max_val_windows))
+
+    def _build(self, lm: LanguageModel | None) -> AutoTimesNet:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0 if self.random_state is None else self.random_state)
-            net = AutoTimesNet(lm, s, width=self.width, projector=self.projector,
-                               projector_hidden=self.projector_hidden,
-                               projector_layers=self.projector_layers,
-                               dropout=check_float(self.dropout, "dropout", low=0.0, high=1.0,
-                                                   high_open=True),
+            net = AutoTimesNet(lm, self.segment_length, width=self.width,
+                               projector=self.projector, projector_hidden=self.projector_hidden,
+                               projector_layers=self.projector_layers, dropout=self.dropout,
                                timestamps=bool(self.timestamps))
         return net.to(resolve_device(self.device))
 
@@ -180,11 +192,10 @@ class AutoTimesForecaster(Forecaster):
         trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
         return trainable / sum(p.numel() for p in net.parameters())
 
-    def _windows(self, values: np.ndarray, index: pd.Index | None, name: str,
-                 limit: int | None = None) -> dict[str, Any]:
+    def _windows(self, series: Series, name: str, limit: int | None = None) -> dict[str, Any]:
         """Training windows: z-scored rows, window starts, the timestamp table if used."""
-        s, lookback = self._check_segments()
-        starts = window_starts(len(values), lookback, s)
+        values = series.values
+        starts = window_starts(len(values), self.lookback, self.segment_length)
         n = len(starts) * values.shape[1]
         if limit is not None and n > limit:
             pick = np.linspace(0, n - 1, limit).round().astype(np.int64)
@@ -192,26 +203,26 @@ class AutoTimesForecaster(Forecaster):
             pick = np.arange(n)
         return {"values": torch.as_tensor(self.scaler_.transform(values), dtype=torch.float32),
                 "starts": torch.as_tensor(starts), "pick": torch.as_tensor(pick),
-                "marks": self._marks_table(index, len(values), name)}
+                "marks": self._marks_table(series.index, name)}
 
-    def _marks_table(self, index: pd.Index | None, n_rows: int, name: str) -> Tensor | None:
-        """Timestamp embeddings of every segment start ``(n_rows - S + 1, D)`` or None."""
+    def _marks_table(self, index: pd.Index, name: str) -> Tensor | None:
+        """Timestamp embeddings of every segment start ``(len(index) - S + 1, D)`` or None."""
         if not self.timestamps:
             return None
         if self.network_.lm is None:
             raise ValueError("timestamps: timestamp embeddings come from the LLM, so they need "
                              "lm to be a language model, got lm=None")
-        if not isinstance(index, pd.DatetimeIndex) or len(index) != n_rows:
-            got = "no index" if index is None else type(index).__name__
+        if not isinstance(index, pd.DatetimeIndex):
             raise ValueError(f"{name}: timestamps=True needs time stamps — a pandas or xarray "
-                             f"series with a DatetimeIndex — got {got} (numpy arrays have "
-                             f"none); pass such a series or use timestamps=False")
-        return timestamp_embeddings(self.network_.lm, index, self._check_segments()[0],
+                             f"series with a DatetimeIndex — got a {type(index).__name__} "
+                             f"(numpy arrays have none); pass such a series or use "
+                             f"timestamps=False")
+        return timestamp_embeddings(self.network_.lm, index, self.segment_length,
                                     cache_dir=self.cache_dir, verbose=self.verbose)
 
     def _batch(self, data: dict[str, Any], items: Tensor) -> tuple[Tensor, ...]:
         """Inputs ``(B, N, S)``, targets ``(B, N, S)``, marks, mean and std ``(B, 1, 1)``."""
-        s, lookback = self._check_segments()
+        s, lookback = self.segment_length, self.lookback
         n_channels = data["values"].shape[1]
         start, channel = data["starts"][items // n_channels], items % n_channels
         rows = start[:, None] + torch.arange(lookback + s)  # (B, L + S)
@@ -232,66 +243,24 @@ class AutoTimesForecaster(Forecaster):
         pred, _ = self.network_(x, marks=marks)  # (B, N, S)
         return torch.mean((pred * std + mean - target) ** 2)
 
-    def _train(self, train: dict[str, Any], valid: dict[str, Any] | None) -> None:
-        batch_size = check_int(self.batch_size, "batch_size", minimum=1)
-        epochs = check_int(self.max_epochs, "max_epochs", minimum=1)
-        val_every = None if self.val_every is None else check_int(self.val_every, "val_every",
-                                                                  minimum=1)
-        per_epoch = math.ceil(len(train["pick"]) / batch_size)
-        total = epochs * per_epoch
-        if self.max_steps is not None:
-            total = min(total, check_int(self.max_steps, "max_steps", minimum=1))
-        params = self.network_.projector_parameters()
-        opt = torch.optim.Adam(params, lr=check_float(self.learning_rate, "learning_rate",
-                                                      low=0.0, low_open=True),
-                               weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        gen = torch.Generator().manual_seed(0 if self.random_state is None
-                                            else self.random_state)
-        self.history_, best, step = [], {"val_mse": np.inf, "state": None}, 0
-        bar = tqdm(total=total, desc="AutoTimes", disable=not self.verbose, leave=False)
-        while step < total:
-            order = train["pick"][torch.randperm(len(train["pick"]), generator=gen)]
-            losses = []
-            for items in order.split(batch_size)[: total - step]:
-                self.network_.train()
-                loss = self._loss(train, items)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                step += 1
-                bar.update()
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if val_every is not None and (step % val_every == 0 or step == total):
-                    self._record(step, losses, valid, best)
-                    losses = []
-            if val_every is None:
-                self._record(step, losses, valid, best)
-        bar.close()
-        if best["state"] is not None:
-            self.network_.load_state_dict(best["state"], strict=False)
-        self.best_val_mse_ = float(best["val_mse"])
-        self.network_.eval()
-
-    def _record(self, step: int, losses: list[float], valid: dict[str, Any] | None,
-                best: dict[str, Any]) -> None:
-        """Append ``{"step", "train_loss", "val_mse"}`` to ``history_``; keep the projectors
-        with the lowest validation MSE in ``best``."""
-        val = np.nan if valid is None else self._validate(valid)
-        self.history_.append({"step": step, "train_loss": float(np.mean(losses)),
-                              "val_mse": val})
-        if val < best["val_mse"]:
-            best.update(val_mse=val, state=copy.deepcopy(self.network_.projector_state()))
+    def _train(self, data: dict[str, Any], valid: dict[str, Any] | None) -> None:
+        """Train the projectors with the shared loop; keep those with the best validation."""
+        run = train(self.network_, lambda items: self._loss(data, items), data["pick"],
+                    parameters=self.network_.projector_parameters(),
+                    batch_size=self.batch_size, max_epochs=self.max_epochs,
+                    max_steps=self.max_steps, learning_rate=self.learning_rate,
+                    weight_decay=self.weight_decay, cosine_schedule=True,
+                    validate=None if valid is None else lambda: self._validate(valid),
+                    val_every=self.val_every, patience=self.patience,
+                    state=self.network_.projector_state, seed=self.random_state,
+                    verbose=self.verbose, desc="AutoTimes")
+        self.history_, self.best_val_mse_ = run.history, run.best_val_mse
 
     def _validate(self, data: dict[str, Any]) -> float:
         """Next-segment MSE (every position) over the validation windows."""
-        self.network_.eval()
-        size = check_int(self.inference_batch_size, "inference_batch_size", minimum=1)
         total = 0.0
         with torch.inference_mode():
-            for items in data["pick"].split(size):
+            for items in data["pick"].split(self.inference_batch_size):
                 total += self._loss(data, items).item() * len(items)
         return total / len(data["pick"])
 
@@ -388,7 +357,7 @@ class AutoTimesForecaster(Forecaster):
     def _rollout(self, contexts: np.ndarray, horizon: int, prompt: np.ndarray | None,
                  starts: pd.DatetimeIndex | None) -> np.ndarray:
         """Raw contexts ``(n, T, C)`` -> forecasts ``(n, horizon, C)``."""
-        s, lookback = self._check_segments()
+        s, lookback = self.segment_length, self.lookback
         n, length, c = contexts.shape
         used = min(lookback, length // s * s)
         z = self.scaler_.transform(contexts[:, length - used:])  # (n, used, C)
@@ -402,7 +371,7 @@ class AutoTimesForecaster(Forecaster):
             n_seg = used // s + n_steps - 1
             marks = self._rollout_marks(starts, length - used, n_seg)  # (n, n_seg, D)
             marks = marks.repeat_interleave(c, dim=0)  # (n C, n_seg, D)
-        size = check_int(self.inference_batch_size, "inference_batch_size", minimum=1)
+        size = self.inference_batch_size
         out = [self._roll(series[i: i + size], n_steps,
                           None if marks is None else marks[i: i + size])
                for i in tqdm(range(0, n * c, size), desc="AutoTimes forecast", leave=False,

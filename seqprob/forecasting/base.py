@@ -1,26 +1,30 @@
 """The Forecaster API shared by every model: fit, predict, quantiles, samples, backtests, I/O.
 
-A subclass supplies the math on plain arrays ``(time, channels)``:
+A subclass declares its parameters' constraints in ``_parameter_constraints`` (scikit-learn's
+mechanism, checked once when ``fit`` or ``backtest`` starts; ``_check_params`` adds the checks
+that relate several parameters) and supplies the math on arrays ``(time, channels)``:
 
-- ``_fit(values, X, val)`` learns from the history (``X``: covariates ``(time, k)`` or None;
-  ``val``: validation values or None);
+- ``_fit(y, X, y_val)`` learns from ``y``, a :class:`~seqprob.forecasting.series.Series`
+  (values ``(time, channels)`` with their time index; ``X``: covariates ``(time, k)`` or None;
+  ``y_val``: a validation Series or None);
 - ``_forecast(history, horizon, X_hist, X_future) -> (horizon, channels)`` forecasts after any
   ``history`` with the fitted parameters (that is what ``backtest(refit=False)`` uses);
 - optionally ``_forecast_quantiles`` ``-> (horizon, channels, levels)`` and
   ``_forecast_samples`` ``-> (n_samples, horizon, channels)``;
 - ``_get_state() -> (tensors, json)`` and ``_set_state(tensors, json)`` for save/load.
 
-The base class validates inputs, converts types (:mod:`seqprob.forecasting.series`) and
-continues the time index.
+The base class validates parameters and inputs, converts types
+(:mod:`seqprob.forecasting.series`) and continues the time index; subclasses trust both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -74,6 +78,7 @@ class Forecaster(BaseEstimator):
     supports_samples = False
     supports_quantiles = False  # True: predict_quantiles takes any level without samples
     supports_update = True  # False: the fitted state is tied to the fitted series
+    _parameter_constraints: ClassVar[dict] = {}
 
     # ---- fitting -----------------------------------------------------------------------
     def fit(self, y: Any, X: Any = None, *, y_val: Any = None) -> Forecaster:
@@ -82,19 +87,28 @@ class Forecaster(BaseEstimator):
         ``y_val``: a validation continuation (same channels) for models that early-stop;
         others ignore it.
         """
+        self._check_all_params()
         series = as_series(y, "y")
         covariates = self._covariates(X, len(series), "X")
         val = None
         if y_val is not None:
-            val = as_series(y_val, "y_val").values
-            if val.shape[1] != series.n_channels:
+            val = as_series(y_val, "y_val")
+            if val.n_channels != series.n_channels:
                 raise ValueError(f"y_val: expected {series.n_channels} channels like y, got "
-                                 f"{val.shape[1]}")
+                                 f"{val.n_channels}")
         self._check_history(len(series), self._min_fit_history())
-        self._fit(series.values, covariates, val)
+        self._fit(series, covariates, val)
         self.series_ = series
         self.X_ = covariates
         return self
+
+    def _check_all_params(self) -> None:
+        """The declared constraints, then the checks across parameters."""
+        self._validate_params()
+        self._check_params()
+
+    def _check_params(self) -> None:
+        """Checks that relate several parameters (subclasses; the declared ones passed)."""
 
     def _check_history(self, n_time: int, need: int | None = None) -> None:
         need = self._min_history() if need is None else need
@@ -266,6 +280,7 @@ class Forecaster(BaseEstimator):
         coverages in percent (e.g. ``[80, 95]``) for a model with a predictive distribution;
         adds ``coverage-<l>``, ``width-<l>`` and ``crps`` (from 20 quantiles) per window.
         """
+        self._check_all_params()
         series = as_series(y, "y")
         covariates = self._covariates(X, len(series), "X")
         origins = backtest_origins(len(series), start, horizon, stride, self._min_history())
@@ -353,7 +368,23 @@ class Forecaster(BaseEstimator):
         return {}, {}
 
     def _set_state(self, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-        self._fit(self.series_.values, self.X_, None)
+        self._fit(self.series_, self.X_, None)
+
+
+def renamed_horizon(output_length: int, deprecated: dict[str, Any], owner: str) -> int:
+    """``output_length``, or the value of the deprecated ``horizon=`` keyword (FutureWarning).
+
+    ``deprecated``: the constructor's extra keywords; any other than ``horizon`` is refused.
+    """
+    unknown = sorted(set(deprecated) - {"horizon"})
+    if unknown:
+        raise TypeError(f"{owner}.__init__() got an unexpected keyword argument {unknown[0]!r}")
+    if "horizon" not in deprecated:
+        return output_length
+    warnings.warn(f"{owner}(horizon=...) is deprecated and will be removed: the trained output "
+                  f"length is now called output_length (predict(horizon) still takes the "
+                  f"number of steps to forecast)", FutureWarning, stacklevel=3)
+    return deprecated["horizon"]
 
 
 def _restore_params(params: dict[str, Any]) -> dict[str, Any]:

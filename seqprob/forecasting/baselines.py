@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import ClassVar
+
 import numpy as np
 from scipy import stats
+from sklearn.utils._param_validation import Interval
 
 from seqprob.core.persist import register
-from seqprob.core.validation import check_int
 from seqprob.forecasting.base import Forecaster
 
 
@@ -25,9 +28,9 @@ class _SeasonalRandomWalk(Forecaster):
     def _min_history(self) -> int:
         return self._season() + 1
 
-    def _fit(self, values, X, val):
+    def _fit(self, y, X, y_val):
         m = self._season()
-        diffs = values[m:] - values[:-m]
+        diffs = y.values[m:] - y.values[:-m]
         self.sigma_ = np.sqrt(np.mean(diffs**2, axis=0))  # (C,)
 
     def _steps(self, horizon: int) -> np.ndarray:
@@ -69,8 +72,12 @@ class Naive(_SeasonalRandomWalk):
 class SeasonalNaive(_SeasonalRandomWalk):
     """Repeat the last ``season_length`` values; seasonal random-walk intervals."""
 
+    _parameter_constraints: ClassVar[dict] = {
+        "season_length": [Interval(Integral, 1, None, closed="left")],
+    }
+
     def __init__(self, season_length: int = 24):
         self.season_length = season_length
 
     def _season(self) -> int:
-        return check_int(self.season_length, "season_length", minimum=1)
+        return self.season_length

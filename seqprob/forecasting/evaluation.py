@@ -23,7 +23,7 @@ def evaluate_ett(name: str, model: Forecaster, lookback: int, horizon: int,
 
     Protocol: train rows ``[0, 8640)``, validation ``[8640 - lookback, 11520)``, test
     ``[11520 - lookback, 14400)``; z-score per column fitted on the training rows; a clone
-    of ``model`` (with ``lookback``/``horizon`` set when it has them) is fit on the training
+    of ``model`` (with ``lookback``/``output_length`` set when it has them) is fit on the training
     rows with the validation rows as ``y_val``; every test window (stride 1, none dropped)
     is forecast from its own lookback; MSE and MAE on the z-scored data.
     ``target=None``: multivariate (all 7 columns); a column name: univariate.
@@ -35,7 +35,7 @@ def evaluate_ett(name: str, model: Forecaster, lookback: int, horizon: int,
     train, val, test = _ett_data(name, lookback, target)
     params = model.get_params(deep=False)
     model = clone(model).set_params(**{k: v for k, v in
-                                       (("lookback", lookback), ("horizon", horizon))
+                                       (("lookback", lookback), ("output_length", horizon))
                                        if k in params})
     start = time.perf_counter()
     model.fit(train, y_val=val)

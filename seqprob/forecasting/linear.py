@@ -1,12 +1,16 @@
-"""Closed-form ridge regression from the lookback window to the horizon (the linear floor)."""
+"""Closed-form ridge regression from the lookback window to the output rows (the linear
+floor)."""
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import ClassVar
+
 import numpy as np
+from sklearn.utils._param_validation import Interval
 
 from seqprob.core.persist import register
-from seqprob.core.validation import check_int
-from seqprob.forecasting.base import Forecaster
+from seqprob.forecasting.base import Forecaster, renamed_horizon
 from seqprob.forecasting.windows import window_starts
 
 
@@ -21,39 +25,52 @@ def _design(values: np.ndarray, lookback: int, horizon: int
 
 @register
 class RidgeForecaster(Forecaster):
-    """Ridge regression ``context -> horizon``, one model shared by all channels.
+    """Ridge regression ``context -> output_length`` rows, one model shared by all channels.
 
     Each window's context mean is removed from its context and target (``demean``), then
     ``W = (X'X + alpha I)^-1 X'Y`` with an intercept. ``alpha`` is chosen from ``alphas`` by
     the point MSE on ``y_val`` when ``fit`` gets one, else on the last 20% of the windows.
-    coef_ : (lookback, horizon); intercept_ : (horizon,); alpha_ : the chosen penalty.
+    Longer horizons roll out; ``horizon=`` is the deprecated name of ``output_length``.
+    coef_ : (lookback, output_length); intercept_ : (output_length,); alpha_ : the chosen
+    penalty.
     """
 
-    def __init__(self, lookback: int = 96, horizon: int = 24, *,
-                 alphas=(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0), demean: bool = True):
+    _parameter_constraints: ClassVar[dict] = {
+        "lookback": [Interval(Integral, 1, None, closed="left")],
+        "output_length": [Interval(Integral, 1, None, closed="left")],
+        "alphas": ["array-like"],
+        "demean": ["boolean"],
+    }
+
+    def __init__(self, lookback: int = 96, output_length: int = 24, *,
+                 alphas=(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0), demean: bool = True,
+                 **deprecated):
         self.lookback = lookback
-        self.horizon = horizon
+        self.output_length = renamed_horizon(output_length, deprecated, type(self).__name__)
         self.alphas = alphas
         self.demean = demean
 
+    def _check_params(self) -> None:
+        alphas = np.asarray(self.alphas, dtype=np.float64).reshape(-1)
+        if alphas.size == 0 or np.any(alphas < 0):
+            raise ValueError(f"alphas: expected non-negative penalties, got {alphas.tolist()}")
+
     def _min_history(self) -> int:
-        return check_int(self.lookback, "lookback", minimum=1)
+        return self.lookback
 
     def _xy(self, values):
-        X, Y = _design(values, self.lookback, check_int(self.horizon, "horizon", minimum=1))
+        X, Y = _design(values, self.lookback, self.output_length)
         if self.demean:
             mean = X.mean(axis=1, keepdims=True)
             X, Y = X - mean, Y - mean
         return X, Y
 
-    def _fit(self, values, X_cov, val):
-        X, Y = self._xy(values)
+    def _fit(self, y, X_cov, y_val):
+        X, Y = self._xy(y.values)
         alphas = np.asarray(self.alphas, dtype=np.float64).reshape(-1)
-        if alphas.size == 0 or np.any(alphas < 0):
-            raise ValueError(f"alphas: expected non-negative penalties, got {alphas.tolist()}")
         if alphas.size > 1:
-            if val is not None:
-                Xv, Yv = self._xy(val)
+            if y_val is not None:
+                Xv, Yv = self._xy(y_val.values)
                 Xt, Yt = X, Y
             else:
                 cut = int(len(X) * 0.8)
@@ -73,7 +90,7 @@ class RidgeForecaster(Forecaster):
             step = np.moveaxis((x - mean) @ self.coef_ + self.intercept_ + mean, 2, 1)
             pieces.append(step)  # (N, H, C)
             contexts = np.concatenate([contexts, step], axis=1)[:, -self.lookback:]
-            done += self.horizon
+            done += self.output_length
         return np.concatenate(pieces, axis=1)[:, :horizon]
 
     def _forecast(self, history, horizon, X_hist, X_future):

@@ -11,6 +11,9 @@ trained by stochastic variational inference (``pyro.contrib.forecast.Forecaster`
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+from typing import ClassVar
+
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -18,9 +21,9 @@ import torch
 from pyro.contrib.forecast import Forecaster as PyroSVIForecaster
 from pyro.contrib.forecast import ForecastingModel
 from pyro.ops.tensor_utils import periodic_repeat
+from sklearn.utils._param_validation import Interval
 
 from seqprob.core.persist import register
-from seqprob.core.validation import check_float, check_int
 from seqprob.forecasting.base import Forecaster
 from seqprob.forecasting.windows import StandardScaler
 
@@ -63,6 +66,13 @@ class PyroForecaster(Forecaster):
 
     supports_samples = True
     supports_update = False
+    _parameter_constraints: ClassVar[dict] = {
+        "season_length": [Interval(Integral, 1, None, closed="left")],
+        "num_steps": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "n_point_samples": [Interval(Integral, 1, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    }
 
     def __init__(self, season_length: int = 24, *, num_steps: int = 500,
                  learning_rate: float = 0.05, n_point_samples: int = 200,
@@ -74,7 +84,7 @@ class PyroForecaster(Forecaster):
         self.random_state = random_state
 
     def _min_history(self) -> int:
-        return 2 * check_int(self.season_length, "season_length", minimum=1)
+        return 2 * self.season_length
 
     def _svi(self, data: torch.Tensor, num_steps: int) -> PyroSVIForecaster:
         covariates = torch.zeros(len(data), 0)
@@ -86,11 +96,10 @@ class PyroForecaster(Forecaster):
                                      learning_rate=self.learning_rate, num_steps=num_steps,
                                      log_every=0)
 
-    def _fit(self, values, X, val):
-        check_float(self.learning_rate, "learning_rate", low=0.0, low_open=True)
-        self.scaler_ = StandardScaler().fit(values)
-        self.data_ = torch.as_tensor(self.scaler_.transform(values), dtype=torch.float32)
-        self.svi_ = self._svi(self.data_, check_int(self.num_steps, "num_steps", minimum=1))
+    def _fit(self, y, X, y_val):
+        self.scaler_ = StandardScaler().fit(y.values)
+        self.data_ = torch.as_tensor(self.scaler_.transform(y.values), dtype=torch.float32)
+        self.svi_ = self._svi(self.data_, self.num_steps)
         self.losses_ = list(self.svi_.losses)
 
     def _check_same(self, history: np.ndarray) -> None:

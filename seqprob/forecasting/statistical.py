@@ -10,15 +10,16 @@ parameters to hold fixed — its fit is closed form — so Theta re-estimates on
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from seqprob.core.persist import register
-from seqprob.core.validation import check_choice, check_int
 from seqprob.forecasting.base import Forecaster
 
 
@@ -38,11 +39,11 @@ class _PerChannel(Forecaster):
     def _model(self, endog: np.ndarray, exog: np.ndarray | None):
         raise NotImplementedError
 
-    def _fit(self, values, X, val):
+    def _fit(self, y, X, y_val):
         with warnings.catch_warnings(record=True):  # statsmodels re-enables its own
             warnings.simplefilter("ignore")
-            self.results_ = [self._model(values[:, c], X).fit(**self._fit_kwargs())
-                             for c in range(values.shape[1])]
+            self.results_ = [self._model(y.values[:, c], X).fit(**self._fit_kwargs())
+                             for c in range(y.n_channels)]
 
     def _fit_kwargs(self) -> dict[str, Any]:
         return {}
@@ -90,11 +91,23 @@ class ARIMA(_PerChannel):
 
     supports_covariates = True
     supports_samples = True
+    _parameter_constraints: ClassVar[dict] = {
+        "order": ["array-like"],
+        "seasonal_order": ["array-like"],
+        "trend": [StrOptions({"n", "c", "t", "ct"}), "array-like", None],
+    }
 
     def __init__(self, order=(1, 0, 0), *, seasonal_order=(0, 0, 0, 0), trend=None):
         self.order = order
         self.seasonal_order = seasonal_order
         self.trend = trend
+
+    def _check_params(self) -> None:
+        for name, size in (("order", 3), ("seasonal_order", 4)):
+            value = getattr(self, name)
+            if len(value) != size or not all(isinstance(v, Integral) and v >= 0
+                                             for v in value):
+                raise ValueError(f"{name}: expected {size} non-negative ints, got {value!r}")
 
     def _model(self, endog, exog):
         from statsmodels.tsa.arima.model import ARIMA as SMARIMA
@@ -141,6 +154,13 @@ class ETS(_PerChannel):
     """
 
     supports_samples = True
+    _parameter_constraints: ClassVar[dict] = {
+        "error": [StrOptions({"add", "mul"})],
+        "trend": [StrOptions({"add", "mul"}), None],
+        "damped_trend": ["boolean"],
+        "seasonal": [StrOptions({"add", "mul"}), None],
+        "seasonal_periods": [Interval(Integral, 2, None, closed="left"), None],
+    }
 
     def __init__(self, *, error="add", trend=None, damped_trend=False, seasonal=None,
                  seasonal_periods=None):
@@ -150,12 +170,14 @@ class ETS(_PerChannel):
         self.seasonal = seasonal
         self.seasonal_periods = seasonal_periods
 
+    def _check_params(self) -> None:
+        if self.seasonal is not None and self.seasonal_periods is None:
+            raise ValueError(f"seasonal_periods: expected the season length (an int >= 2) "
+                             f"with seasonal={self.seasonal!r}, got None")
+
     def _model(self, endog, exog):
         from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
-        check_choice(self.error, "error", ("add", "mul"))
-        if self.seasonal is not None:
-            check_int(self.seasonal_periods, "seasonal_periods", minimum=2)
         # statsmodels' ETS prediction intervals need a pandas endog
         return ETSModel(pd.Series(endog), error=self.error, trend=self.trend,
                         damped_trend=self.damped_trend, seasonal=self.seasonal,
@@ -203,6 +225,10 @@ class Theta(_PerChannel):
     """
 
     supports_quantiles = True
+    _parameter_constraints: ClassVar[dict] = {
+        "period": [Interval(Integral, 2, None, closed="left"), None],
+        "theta": [Interval(Real, None, None, closed="neither")],
+    }
 
     def __init__(self, *, period=None, theta=2.0):
         self.period = period
@@ -213,7 +239,7 @@ class Theta(_PerChannel):
 
         if self.period is None:
             return ThetaModel(endog, deseasonalize=False)
-        return ThetaModel(endog, period=check_int(self.period, "period", minimum=2))
+        return ThetaModel(endog, period=self.period)
 
     def _min_history(self) -> int:
         return 2 * (self.period or 1) + 2
@@ -225,7 +251,7 @@ class Theta(_PerChannel):
         return {}, {}  # closed-form fit: loading refits on the stored series
 
     def _set_state(self, tensors, state):
-        self._fit(self.series_.values, self.X_, None)
+        self._fit(self.series_, self.X_, None)
 
     def _forecast(self, history, horizon, X_hist, X_future):
         res = self._results(history, X_hist)
