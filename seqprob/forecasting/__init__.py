@@ -6,6 +6,7 @@ Every model follows :class:`Forecaster` (scikit-learn style ``fit(y, X=None)``,
 """
 
 from seqprob.forecasting import metrics
+from seqprob.forecasting.auto import AutoARIMA, AutoETS
 from seqprob.forecasting.autotimes import AutoTimesForecaster
 from seqprob.forecasting.backbones import BACKBONES, DLinear, Linear
 from seqprob.forecasting.base import Backtest, Forecaster
@@ -41,6 +42,8 @@ __all__ = [
     "ARIMA",
     "BACKBONES",
     "ETS",
+    "AutoARIMA",
+    "AutoETS",
     "AutoTimesForecaster",
     "Backtest",
     "DLinear",
