@@ -23,10 +23,10 @@ import torch
 from seqprob.cli.table import format_table
 from seqprob.forecasting import (
     ARIMA,
-    AutoARIMA,
-    AutoETS,
     BACKBONES,
     ETS,
+    AutoARIMA,
+    AutoETS,
     Naive,
     NeuralForecaster,
     RidgeForecaster,
