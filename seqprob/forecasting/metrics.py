@@ -3,7 +3,8 @@
 Point: :func:`mse`, :func:`mae`, :func:`rmse`, :func:`mase`, :func:`smape`.
 Probabilistic: :func:`crps_samples` (samples first), :func:`crps_quantiles` and
 :func:`quantile_loss` (quantile levels last), :func:`crps_gaussian` (closed form) and
-:func:`coverage`. ``POINT_METRICS`` maps names to the point metrics that backtests use by
+:func:`coverage`; :func:`interval_scores` gives a backtest's coverage, width and CRPS from one
+table of quantiles. ``POINT_METRICS`` maps names to the point metrics that backtests use by
 default.
 """
 
@@ -140,6 +141,55 @@ def coverage(y_true, lower, upper) -> float:
     if np.any(lower > upper):
         raise ValueError("lower: expected lower <= upper everywhere")
     return float(np.mean((y_true >= lower) & (y_true <= upper)))
+
+
+CRPS_LEVELS = (np.arange(20) + 0.5) / 20  # 0.025, 0.075, ..., 0.975: CRPS by the midpoint rule
+
+
+def check_interval_levels(level) -> np.ndarray:
+    """Central interval coverages in percent (e.g. ``[80, 95]``) as a sorted float array."""
+    arr = np.unique(np.asarray(level, dtype=np.float64).reshape(-1))
+    if arr.size == 0 or np.any((arr <= 0) | (arr >= 100)):
+        raise ValueError(f"level: expected interval coverages in percent, each in (0, 100), got "
+                         f"{np.asarray(level).tolist()}")
+    return arr
+
+
+def interval_quantile_levels(level) -> np.ndarray:
+    """Quantile levels ``(Q,)`` holding :data:`CRPS_LEVELS` and each interval's two ends."""
+    level = check_interval_levels(level)
+    ends = np.concatenate([(100 - level) / 200, (100 + level) / 200])
+    return np.unique(np.round(np.concatenate([CRPS_LEVELS, ends]), 12))
+
+
+def interval_bounds(quantiles, levels, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ``level`` % central interval ``(lower, upper)`` read from ``quantiles (..., Q)``."""
+    levels = np.round(np.asarray(levels, dtype=np.float64), 12)
+    lo = np.flatnonzero(levels == round((100 - level) / 200, 12))
+    hi = np.flatnonzero(levels == round((100 + level) / 200, 12))
+    if not (lo.size and hi.size):
+        raise ValueError(f"levels: expected the quantiles {(100 - level) / 200:g} and "
+                         f"{(100 + level) / 200:g} for a {level:g}% interval, got "
+                         f"{levels.tolist()}")
+    return quantiles[..., lo[0]], quantiles[..., hi[0]]
+
+
+def interval_scores(y_true, quantiles, levels, level) -> dict[str, float]:
+    """``coverage-<l>`` and ``width-<l>`` (mean upper - lower) per interval ``l`` % and ``crps``.
+
+    quantiles : array ``(*y_true.shape, Q)`` at ``levels`` (from
+    :func:`interval_quantile_levels`); CRPS uses the :data:`CRPS_LEVELS` among them.
+    """
+    quantiles = np.asarray(quantiles, dtype=np.float64)
+    levels = np.round(_levels(levels, quantiles), 12)
+    scores = {}
+    for lev in check_interval_levels(level):
+        lower, upper = interval_bounds(quantiles, levels, lev)
+        scores[f"coverage-{lev:g}"] = coverage(y_true, lower, upper)
+        scores[f"width-{lev:g}"] = float(np.mean(upper - lower))
+    grid = np.isin(levels, np.round(CRPS_LEVELS, 12))
+    scores["crps"] = crps_quantiles(y_true, quantiles[..., grid], levels[grid])
+    return scores
 
 
 POINT_METRICS = {"mse": mse, "mae": mae, "rmse": rmse, "smape": smape}

@@ -65,6 +65,7 @@ class PyroForecaster(Forecaster):
     """
 
     supports_samples = True
+    supports_update = False
     _parameter_constraints: ClassVar[dict] = {
         "season_length": [Interval(Integral, 1, None, closed="left")],
         "num_steps": [Interval(Integral, 1, None, closed="left")],

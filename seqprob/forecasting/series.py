@@ -15,6 +15,8 @@ Accepted inputs:
   all on the same timestamps).
 - ``xarray.DataArray`` with a ``time`` dimension (1-D, or 2-D with one other dimension), and
   ``xarray.Dataset`` whose variables are 1-D over ``time`` (one channel per variable).
+- a deterministic darts ``TimeSeries`` (one channel per component; ``seqprob[darts]``):
+  forecasts come back as a ``TimeSeries``, samples as a stochastic one.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pandas as pd
 from seqprob.core.validation import describe
 
 KINDS = ("numpy1d", "numpy", "pandas_series", "pandas_wide", "pandas_long", "xarray_da",
-         "xarray_ds")
+         "xarray_ds", "darts")
 LONG_COLUMNS = ("unique_id", "ds", "y")
 
 
@@ -63,6 +65,17 @@ class Series:
         return dataclasses.replace(self, values=self.values[start:stop],
                                    index=self.index[start:stop])
 
+    def extend(self, values: np.ndarray) -> Series:
+        """This series followed by the rows ``values (n, channels)``, the index continued."""
+        index = self.index.append(self.future_index(len(values)))
+        if isinstance(self.index, pd.DatetimeIndex):
+            index = pd.DatetimeIndex(index, freq=self.index.freq)
+        elif isinstance(self.index, pd.RangeIndex):
+            index = pd.RangeIndex(index[0], index[-1] + self.index.step, self.index.step,
+                                  name=self.index.name)
+        return dataclasses.replace(self, values=np.concatenate([self.values, values]),
+                                   index=index)
+
     def future_index(self, horizon: int, offset: int = 0) -> pd.Index:
         """The ``horizon`` time stamps after row ``len(self) - 1 + offset``."""
         return continue_index(self.index, horizon, offset)
@@ -80,6 +93,8 @@ class Series:
             return pd.DataFrame(values, index=index, columns=list(self.columns))
         if self.kind == "pandas_long":
             return _long_frame(values[None], index, self.columns)
+        if self.kind == "darts":
+            return _darts_series(index, values, list(self.columns))
         return self._wrap_xarray(values, index, (), {})
 
     def wrap_quantiles(self, values: np.ndarray, index: pd.Index, quantiles: np.ndarray) -> Any:
@@ -87,7 +102,7 @@ class Series:
 
         numpy: ``(time, [channels,] quantiles)``; pandas wide/Series: columns
         ``(channel, quantile)``; long: one column ``q<level>`` per quantile; xarray: a
-        ``quantile`` dimension last.
+        ``quantile`` dimension last; darts: components ``<channel>_q<level>``.
         """
         values = np.asarray(values, dtype=np.float64)
         if self.kind == "numpy1d":
@@ -105,6 +120,9 @@ class Series:
                                      sort=False).rename(columns=lambda q: f"q{q:g}"
                                                         ).reset_index().rename_axis(
                                                             columns=None)
+        if self.kind == "darts":
+            names = [f"{c}_q{q:g}" for c in self.columns for q in quantiles]
+            return _darts_series(index, values.reshape(len(index), -1), names)
         return self._wrap_xarray(values, index, ("quantile",), {"quantile": list(quantiles)})
 
     def wrap_samples(self, values: np.ndarray, index: pd.Index) -> Any:
@@ -112,7 +130,7 @@ class Series:
 
         numpy: ``(samples, time, [channels])``; pandas: a long frame with a ``sample`` column
         (wide input: ``channel``; long input: ``unique_id``); xarray: a ``sample`` dimension
-        first.
+        first; darts: a stochastic ``TimeSeries``.
         """
         values = np.asarray(values, dtype=np.float64)
         if self.kind == "numpy1d":
@@ -126,6 +144,8 @@ class Series:
                 frame = frame.rename(columns={"unique_id": "channel", "ds": "time"})
             return frame
         moved = np.moveaxis(values, 0, -1)  # (time, channels, samples)
+        if self.kind == "darts":
+            return _darts_series(index, moved, list(self.columns))
         da = self._wrap_xarray(moved, index, ("sample",), {"sample": np.arange(len(values))})
         return da.transpose("sample", ...)
 
@@ -157,6 +177,26 @@ def _long_frame(values: np.ndarray, index: pd.Index, columns: tuple[str, ...],
     return pd.DataFrame(frame)
 
 
+def _darts_series(index: pd.Index, values: np.ndarray, columns: list[str]) -> Any:
+    """A darts ``TimeSeries`` of ``values (time, components[, samples])`` on ``index``."""
+    from darts import TimeSeries
+
+    return TimeSeries.from_times_and_values(index, values, columns=columns)
+
+
+def _is_darts(y: Any) -> bool:
+    return type(y).__name__ == "TimeSeries" and type(y).__module__.startswith("darts")
+
+
+def _from_darts(y: Any, name: str) -> Series:
+    if not y.is_deterministic:
+        raise ValueError(f"{name}: expected a deterministic darts TimeSeries (one sample), got "
+                         f"{y.n_samples} samples")
+    values = _numeric(y.values(copy=True), name)
+    return Series(values, _check_index(y.time_index, name),
+                  tuple(str(c) for c in y.components), "darts")
+
+
 def continue_index(index: pd.Index, horizon: int, offset: int = 0) -> pd.Index:
     """``horizon`` stamps following position ``len(index) - 1 + offset`` at the index's step."""
     if isinstance(index, pd.DatetimeIndex):
@@ -184,6 +224,8 @@ def as_series(y: Any, name: str = "y", *, time_dim: str = "time", allow_nan: boo
                         "pandas_series", name=y.name)
     elif isinstance(y, pd.DataFrame):
         series = _from_frame(y, name)
+    elif _is_darts(y):
+        series = _from_darts(y, name)
     else:
         series = _from_xarray(y, name, time_dim)
     if len(series) == 0:

@@ -28,6 +28,11 @@ def _gaussian_quantiles(mean: np.ndarray, std: np.ndarray, levels: np.ndarray) -
     return mean[..., None] + std[..., None] * stats.norm.ppf(levels)
 
 
+def _constant_channels(history: np.ndarray) -> np.ndarray:
+    """``(C,)`` mask of the channels of ``history (T, C)`` that never change."""
+    return np.ptp(history, axis=0) == 0
+
+
 class _PerChannel(Forecaster):
     """Fits one statsmodels results object per channel; subclasses build the model."""
 
@@ -43,9 +48,11 @@ class _PerChannel(Forecaster):
     def _fit_kwargs(self) -> dict[str, Any]:
         return {}
 
-    def _results(self, history: np.ndarray, X_hist: np.ndarray | None) -> list[Any]:
-        """Results conditioned on ``history`` with the fitted parameters."""
-        if history is self.series_.values:
+    def _results(self, history: np.ndarray, X_hist: np.ndarray | None, refresh: bool = False
+                 ) -> list[Any]:
+        """Results conditioned on ``history`` with the fitted parameters (``refresh``: even
+        when ``history`` is the series they were last conditioned on)."""
+        if history is self.series_.values and not refresh:
             return self.results_
         with warnings.catch_warnings(record=True):  # statsmodels re-enables its own
             warnings.simplefilter("ignore")
@@ -54,6 +61,9 @@ class _PerChannel(Forecaster):
 
     def _condition(self, results, endog, exog):
         raise NotImplementedError
+
+    def _update(self):
+        self.results_ = self._results(self.series_.values, self.X_, refresh=True)
 
     def _get_state(self):
         return {f"params.{c}": torch.tensor(np.asarray(r.params, dtype=np.float64))
@@ -210,8 +220,11 @@ class Theta(_PerChannel):
 
     period : season length for the multiplicative deseasonalization (None: no
     deseasonalization); theta : the weight of the trend line (2 is the classic method).
+    A constant channel is forecast as that constant with zero-width intervals (both theta
+    lines of a constant are flat; statsmodels' smoothing fit breaks down on zero variance).
     """
 
+    supports_quantiles = True
     _parameter_constraints: ClassVar[dict] = {
         "period": [Interval(Integral, 2, None, closed="left"), None],
         "theta": [Interval(Real, None, None, closed="neither")],
@@ -242,8 +255,11 @@ class Theta(_PerChannel):
 
     def _forecast(self, history, horizon, X_hist, X_future):
         res = self._results(history, X_hist)
-        return np.stack([np.asarray(r.forecast(horizon, theta=self.theta)) for r in res],
+        mean = np.stack([np.asarray(r.forecast(horizon, theta=self.theta)) for r in res],
                         axis=1)
+        flat = _constant_channels(history)
+        mean[:, flat] = history[-1, flat]
+        return mean
 
     def _forecast_quantiles(self, history, horizon, levels, X_hist, X_future):
         res = self._results(history, X_hist)
@@ -253,4 +269,5 @@ class Theta(_PerChannel):
         width = np.stack([np.asarray(r.prediction_intervals(horizon, theta=self.theta,
                                                             alpha=0.2)["upper"])
                           for r in res], axis=1) - mean
+        width[:, _constant_channels(history)] = 0.0
         return _gaussian_quantiles(mean, width / z, levels)
