@@ -211,21 +211,18 @@ def test_bad_constructor_arguments():
         GaussianHMM(2, transmat_prior=0.5).fit(X)
 
 
-def test_bad_user_parameters():
+def test_bad_user_parameters_are_refused_when_set():
     model = CategoricalHMM(2)
-    model.startprob_ = np.array([0.5, 0.6])
-    model.transmat_ = np.eye(2)
-    model.emissionprob_ = np.full((2, 3), 1 / 3)
-    with pytest.raises(ValueError, match="startprob: expected rows summing to 1"):
-        model.score(np.array([[0]]))
-    model.startprob_ = np.array([0.5, 0.5])
-    model.transmat_ = np.array([[0.5, 0.5], [0.9, 0.2]])
-    with pytest.raises(ValueError, match="transmat: expected rows summing to 1"):
-        model.score(np.array([[0]]))
-    model.transmat_ = np.eye(2)
-    model.emissionprob_ = np.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match=r"startprob_: expected non-negative rows summing to 1"):
+        model.startprob_ = np.array([0.5, 0.6])
+    with pytest.raises(ValueError, match=r"transmat_: expected non-negative rows summing to 1"):
+        model.transmat_ = np.array([[0.5, 0.5], [0.9, 0.2]])
+    with pytest.raises(ValueError, match=r"transmat_: expected shape \(n_components, "
+                                         r"n_components\) with n_components=2, got \(3, 3\)"):
+        model.transmat_ = np.eye(3)
     with pytest.raises(ValueError, match="emissionprob_"):
-        model.score(np.array([[0]]))
+        model.emissionprob_ = np.full((2, 3), 0.5)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.eye(2)
     model.emissionprob_ = np.full((2, 3), 1 / 3)
     with pytest.raises(ValueError, match=r"symbols in \[0, 3\)"):
         model.score(np.array([[3]]))
@@ -233,6 +230,15 @@ def test_bad_user_parameters():
         GaussianHMM(2).fit(np.array([[0.0, np.nan], [1.0, 2.0]]))
     with pytest.raises(ValueError, match="non-negative integer counts"):
         PoissonHMM(2).fit(np.array([[1.5], [2.0]]))
+
+
+def test_values_changed_in_place_are_checked_at_use():
+    model = CategoricalHMM(2)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.eye(2)
+    model.emissionprob_ = np.full((2, 3), 1 / 3)
+    model.transmat_[0, 0] = 0.2
+    with pytest.raises(ValueError, match="transmat_: expected non-negative rows summing to 1"):
+        model.score(np.array([[0]]))
 
 
 def test_degenerate_data_gives_finite_parameters():
