@@ -252,3 +252,97 @@ def test_degenerate_data_gives_finite_parameters():
             assert all(np.isfinite(getattr(model, n)).all() for n in model._param_names
                        if n != "emissionprob_")
             assert not np.isnan(model.transmat_).any()
+
+
+# --- invalid values: refused when set, at use and on load ------------------------------------
+
+def _hand_set_gaussian(**kwargs):
+    model = GaussianHMM(2, **kwargs)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    model.means_ = np.array([[0.0], [3.0]])
+    model.covars_ = np.array([[1.0], [1.0]])
+    return model
+
+
+@pytest.mark.parametrize(("name", "value", "match"), [
+    ("means_", np.array([[np.nan], [3.0]]), "means_: expected finite values"),
+    ("covars_", np.array([[-1.0], [1.0]]), "covars_: expected positive variances"),
+    ("covars_", np.array([[np.nan], [1.0]]), r"covars_ \('diag'\): expected finite"),
+    ("startprob_", np.array([np.nan, 1.0]), "startprob_: expected finite values"),
+    ("transmat_", np.array([[1.5, -0.5], [0.5, 0.5]]), "transmat_: expected non-negative"),
+])
+def test_invalid_gaussian_values_are_refused_when_set(name, value, match):
+    model = _hand_set_gaussian()
+    with pytest.raises(ValueError, match=match):
+        setattr(model, name, value)
+
+
+def test_nan_means_changed_in_place_give_an_error_not_a_score():
+    model = _hand_set_gaussian()
+    X = np.array([[0.1], [2.9]])
+    assert np.isfinite(model.score(X))
+    model.means_[0, 0] = np.nan
+    for method in (model.score, model.predict, model.decode):
+        with pytest.raises(ValueError, match="means_: expected finite values"):
+            method(X)
+
+
+@pytest.mark.parametrize(("model", "name", "value", "match"), [
+    (PoissonHMM(2), "lambdas_", np.array([[-1.0], [2.0]]), "lambdas_: expected values >= 0"),
+    (PoissonHMM(2), "lambdas_", np.array([[np.inf], [2.0]]), "lambdas_: expected finite"),
+    (CategoricalHMM(2), "emissionprob_", np.array([[np.nan, 1], [0.5, 0.5]]), "finite"),
+    (CategoricalHMM(2), "emissionprob_", np.array([0.5, 0.5]), r"shape \(n_components, n\)"),
+    (GaussianHMM(2, covariance_type="full"), "covars_", np.array([[[1, 2], [2, 1]]] * 2),
+     "positive-definite"),
+    (GaussianHMM(2, covariance_type="tied"), "covars_", np.array([[1, 0.5], [0, 1]]),
+     "symmetric"),
+])
+def test_invalid_values_of_other_families_are_refused(model, name, value, match):
+    with pytest.raises(ValueError, match=match):
+        setattr(model, name, value)
+
+
+def test_n_features_is_inferred_from_a_hand_set_emissionprob():
+    model = CategoricalHMM(2)
+    model.emissionprob_ = np.full((2, 4), 0.25)
+    assert model.n_features == 4
+
+
+def test_an_inferred_vocabulary_is_bounded_with_an_error_naming_n_features():
+    X = np.array([[0], [1], [10**8]])
+    with pytest.raises(ValueError, match=r"vocabulary of 100000001 symbols.*n_features"):
+        CategoricalHMM(2).fit(X)
+    model = CategoricalHMM(2, n_features=10**8 + 1, n_iter=1)
+    assert model._check_X(X, reset=True).max() == 10**8  # explicit n_features: the user's call
+
+
+def _write(tmp_path, tensors, params, kind="estimator.GaussianHMM", n_in=1):
+    import torch
+
+    from seqprob.core.persist import save_checkpoint
+
+    tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in tensors.items()}
+    return save_checkpoint(tmp_path / "m.safetensors", tensors, kind=kind,
+                           config={"params": params, "n_features_in": n_in})
+
+
+def test_hostile_estimator_files_are_refused(tmp_path):
+    good = _hand_set_gaussian()
+    tensors = {name: good._raw(name) for name in good._param_names}
+    params = good.get_params()
+    cases = [
+        ({**tensors, "fit": np.zeros(1)}, params, r"expected the tensors .* got .*'fit'"),
+        ({**tensors, "means_": np.array([[np.nan], [0.0]])}, params, "means_: expected finite"),
+        (tensors, {**params, "__class__": 1}, r"takes no argument\(s\) \['__class__'\]"),
+        (tensors, {**params, "n_components": -3}, "n_components"),
+        (tensors, {**params, "n_components": 3}, r"startprob_: expected shape"),
+        ({**tensors, "covars_": np.ones((2, 5))}, params, "covars: expected shape"),
+    ]
+    for bad_tensors, bad_params, match in cases:
+        path = _write(tmp_path, bad_tensors, bad_params)
+        with pytest.raises(ValueError, match=match):
+            GaussianHMM.load(path)
+    path = _write(tmp_path, tensors, params, n_in=2.5)
+    with pytest.raises(TypeError, match="n_features_in"):
+        GaussianHMM.load(path)
+    assert callable(GaussianHMM.load(_write(tmp_path, tensors, params)).fit)
