@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from seqprob.hmm.estimators import CategoricalHMM, GaussianHMM, PoissonHMM
+from seqprob.hmm.estimators import GMMHMM, CategoricalHMM, GaussianHMM, MultinomialHMM, PoissonHMM
 
 
 # scikit-learn's checks call ``fit(X, y)`` and ``score(X, y)`` with a target in the second
@@ -41,6 +41,14 @@ class SklearnPoissonHMM(_SklearnConvention, PoissonHMM):
     pass
 
 
+class SklearnGMMHMM(_SklearnConvention, GMMHMM):
+    pass
+
+
+class SklearnMultinomialHMM(_SklearnConvention, MultinomialHMM):
+    pass
+
+
 SEQUENCE = ("a sequence model: a sample's posterior and score depend on its neighbours, so "
             "results change when samples are reordered or subset")
 # The generic checks feed real-valued data with several columns; categorical symbols are one
@@ -49,6 +57,8 @@ DOMAIN = {
     "categorical": "generic data are real-valued with several columns; a categorical HMM takes "
                    "one column of integer symbols",
     "poisson": "generic data are real-valued; a Poisson HMM takes non-negative integer counts",
+    "multinomial": "generic data are real-valued; a multinomial HMM takes non-negative integer "
+                   "counts",
 }
 DOMAIN_CHECKS = (
     "check_fit_score_takes_y", "check_estimators_overwrite_params",
@@ -77,7 +87,8 @@ def expected_failed_checks(estimator) -> dict[str, str]:
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @parametrize_with_checks([SklearnGaussianHMM(random_state=0), SklearnCategoricalHMM(random_state=0),
-                          SklearnPoissonHMM(random_state=0)],
+                          SklearnPoissonHMM(random_state=0), SklearnGMMHMM(2, random_state=0),
+                          SklearnMultinomialHMM(random_state=0)],
                          expected_failed_checks=expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)

@@ -561,9 +561,23 @@ class GaussianMixtureEmission(Emission):
             means = torch.where(denom > 0, new, means)
         covars = self.covariances()
         if "c" in letters:
-            covars = _keep_rows(self._covariance_update(stats, scatter, means), covars,
-                                has_data)
+            covars = self._usable(self._covariance_update(stats, scatter, means), covars,
+                                  post_mix > 0)
         self.set_parameters(weights, means, covars)
+
+    def _usable(self, new: Tensor, old: Tensor, has_data: Tensor) -> Tensor:
+        """``new`` covariances made positive (definite): variances floored at ``min_covar``,
+        matrices given ``min_covar`` on the diagonal where not positive definite (hmmlearn
+        lets both degenerate); components (or, tied, states) without data keep ``old``."""
+        if self.covariance_type in ("spherical", "diag"):
+            new = new.clamp_min(max(self.components.min_covar, torch.finfo(new.dtype).tiny))
+        else:
+            tril = self.components._cholesky(new)
+            new = tril @ tril.transpose(-1, -2)
+        if self.covariance_type == "tied":
+            return _keep_rows(new, old, has_data.any(-1))
+        return torch.where(has_data.reshape(*has_data.shape, *([1] * (new.dim() - 2))),
+                           new, old)
 
     def _covariance_update(self, stats: Stats, scatter: Tensor, means: Tensor) -> Tensor:
         lam, d, m = self.means_weight, self.n_features, self.n_mix
