@@ -412,11 +412,15 @@ class MultinomialEmission(Emission):
     def log_likelihood(self, x: Tensor) -> Tensor:
         obs = self.observed(x)
         flat = torch.nan_to_num(x.reshape(-1, self.n_features))             # (N D)
-        # a zero probability times a zero count must give 0, not NaN: floor at the most
-        # negative finite value (one count of such a symbol is then -inf in effect)
-        log_p = self.log_emission.clamp_min(torch.finfo(flat.dtype).min)
+        zero = torch.isinf(self.log_emission)                              # (K D) p = 0
+        # a zero count of a zero-probability category contributes 0 (not 0 * -inf = NaN);
+        # any positive count of one makes the row impossible
+        log_p = self.log_emission.masked_fill(zero, 0.0)
         out = (flat @ log_p.T + torch.lgamma(flat.sum(-1, keepdim=True) + 1)
                - torch.lgamma(flat + 1).sum(-1, keepdim=True))              # (N K)
+        if bool(zero.any()):
+            out = out.masked_fill((flat > 0).to(flat.dtype) @ zero.to(flat.dtype).T > 0,
+                                  -math.inf)
         return _zero_missing(out.reshape(*x.shape[:-1], self.n_states), obs)
 
     def statistics(self, x: Tensor, weights: Tensor) -> Stats:
