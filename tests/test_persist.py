@@ -136,3 +136,15 @@ def test_every_registered_model_builds_on_meta_for_the_shape_check():
             rebuilt = type(model).from_checkpoint(model.state_dict(), model.get_config())
             for name, value in model.state_dict().items():
                 torch.testing.assert_close(rebuilt.state_dict()[name], value)
+
+
+def test_a_model_file_with_nan_parameters_is_refused(tmp_path):
+    from seqprob.hmm import HMM
+
+    model = HMM(2, "gaussian", n_features=1)
+    tensors = model.state_dict()
+    tensors["emission.means"] = torch.tensor([[float("nan")], [0.0]])
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors, kind="seqprob.hmm.model.HMM",
+                           config=model.get_config())
+    with pytest.raises(ValueError, match="'emission.means' holds NaN"):
+        load(path)

@@ -10,7 +10,7 @@ A file names its class by ``kind``; :func:`load` resolves it against the classes
 with ``@register`` and nothing else (no module named by a file is ever imported). A config is
 checked before anything is allocated: its keys must be the constructor's arguments, the
 constructor (which validates types and ranges) first runs on the ``meta`` device, and the
-shapes and dtypes it would allocate must equal the file's tensors.
+shapes and dtypes it would allocate must equal the file's tensors, which hold no NaN.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def check_config(cls: type, config: dict[str, Any]) -> None:
 
 
 def check_tensors(expected: dict[str, Tensor], tensors: dict[str, Tensor]) -> None:
-    """Raise unless ``tensors`` has exactly the names, shapes and dtypes of ``expected``."""
+    """Raise unless ``tensors`` has exactly the names, shapes and dtypes of ``expected`` and
+    holds no NaN."""
     missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     if missing or extra:
         raise ValueError(f"tensors: the checkpoint's tensors do not match its config "
@@ -113,6 +114,8 @@ def check_tensors(expected: dict[str, Tensor], tensors: dict[str, Tensor]) -> No
         if got.shape != want.shape or got.dtype != want.dtype:
             raise ValueError(f"tensors: {name!r} has shape {tuple(got.shape)} {got.dtype}; "
                              f"its config asks for {tuple(want.shape)} {want.dtype}")
+        if got.is_floating_point() and bool(torch.isnan(got).any()):
+            raise ValueError(f"tensors: {name!r} holds NaN; a parameter is never NaN")
 
 
 class Persistable(nn.Module):
