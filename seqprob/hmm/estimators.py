@@ -26,7 +26,8 @@ Differences from hmmlearn, on purpose:
   65536 symbols; pass ``n_features`` for a larger one.
 - Values set on fitted attributes are refused at once when invalid (hmmlearn checks at use).
 - ``MultinomialHMM`` logs no notice about hmmlearn 0.3's change of meaning; ``GMMHMM``
-  counts ``n_components * (n_mix - 1)`` free weights (hmmlearn counts ``n_mix - 1``).
+  counts ``n_components * (n_mix - 1)`` free weights (hmmlearn counts ``n_mix - 1``) and
+  floors updated variances at ``min_covar`` (hmmlearn lets them reach 0).
 - Priors are scalars (hmmlearn also takes per-state arrays).
 """
 
