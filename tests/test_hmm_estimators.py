@@ -184,17 +184,21 @@ def test_missing_rows_are_accepted_in_fit_and_score():
     assert np.isfinite(refit.means_).all()
 
 
-@pytest.mark.parametrize("cls", [GaussianHMM, CategoricalHMM, PoissonHMM])
+@pytest.mark.parametrize("cls", [GaussianHMM, CategoricalHMM, PoissonHMM, GMMHMM,
+                                 MultinomialHMM])
 def test_save_and_load_round_trip(cls, tmp_path):
     rng = np.random.RandomState(0)
     X = {GaussianHMM: rng.randn(40, 2), CategoricalHMM: rng.randint(0, 4, (40, 1)),
-         PoissonHMM: rng.poisson(2, (40, 2))}[cls]
+         PoissonHMM: rng.poisson(2, (40, 2)), GMMHMM: rng.randn(40, 2),
+         MultinomialHMM: rng.multinomial(5, [0.2, 0.3, 0.5], size=40)}[cls]
+    extra = {GMMHMM: {"n_mix": 2, "covariance_type": "full"},
+             MultinomialHMM: {"n_trials": np.full(40, 5)}}.get(cls, {})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = cls(2, random_state=0, n_iter=3).fit(X)
+        model = cls(2, random_state=0, n_iter=3, **extra).fit(X)
     model.save(tmp_path / "m.safetensors")
     again = cls.load(tmp_path / "m.safetensors")
-    assert again.get_params() == model.get_params()
+    np.testing.assert_equal(again.get_params(), model.get_params())
     np.testing.assert_allclose(again.score(X), model.score(X))
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
 

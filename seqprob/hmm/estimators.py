@@ -478,7 +478,8 @@ class _BaseHMM(BaseEstimator):
     def save(self, path: str | os.PathLike) -> Path:
         """Write the constructor arguments and fitted parameters to one safetensors file."""
         check_is_fitted(self)
-        params = self.get_params()
+        params = {name: value.tolist() if isinstance(value, np.ndarray) else value
+                  for name, value in self.get_params().items()}
         if not isinstance(params["random_state"], int | type(None)):
             params["random_state"] = None
         tensors = {name: torch.as_tensor(self._raw(name)) for name in self._param_names}
