@@ -361,3 +361,11 @@ def test_hostile_estimator_files_are_refused(tmp_path):
     with pytest.raises(TypeError, match="n_features_in"):
         GaussianHMM.load(path)
     assert callable(GaussianHMM.load(_write(tmp_path, tensors, params)).fit)
+
+
+def test_sample_errors_name_the_user_facing_arguments():
+    model = _hand_set_gaussian()
+    with pytest.raises(ValueError, match="n_samples"):
+        model.sample(0)
+    with pytest.raises(ValueError, match="currstate"):
+        model.sample(3, currstate=2)

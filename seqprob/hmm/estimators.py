@@ -443,9 +443,12 @@ class _BaseHMM(BaseEstimator):
         """``(X (n_samples, ...), states (n_samples,))`` from one sequence of the model;
         ``currstate`` fixes the first state."""
         model = self._model()
+        n_samples = check_int(n_samples, "n_samples", minimum=1)
+        if currstate is not None:
+            check_int(currstate, "currstate", minimum=0, maximum=self.n_components - 1)
         rng = check_random_state(self.random_state if random_state is None else random_state)
         gen = torch.Generator(device=self.device).manual_seed(int(rng.randint(2**31 - 1)))
-        obs, path = model.sample(int(n_samples), 1, generator=gen, first_state=currstate)
+        obs, path = model.sample(n_samples, 1, generator=gen, first_state=currstate)
         obs = obs[0].cpu().numpy()
         return (obs[:, None] if obs.ndim == 1 else obs), path[0].cpu().numpy()
 
