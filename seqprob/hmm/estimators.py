@@ -560,7 +560,55 @@ def _seen(X: np.ndarray) -> np.ndarray:
     return seen
 
 
-class CategoricalHMM(_BaseHMM):
+class _FeaturesHMM(_BaseHMM):
+    """An HMM over feature vectors: ``n_features`` is read from ``_features_from`` (as hmmlearn
+    sets it from the parameters)."""
+
+    _features_from = ""
+
+    @property
+    def n_features(self) -> int:
+        """The dimension of the observations, from the emission parameters."""
+        return getattr(self, self._features_from).shape[-1]
+
+    def _dims(self):
+        return {"n_features": self.n_features}
+
+
+class _RealValuedHMM(_FeaturesHMM):
+    """Gaussian-family HMMs: real-valued ``X``, ``n_features`` from ``means_``."""
+
+    _features_from = "means_"
+
+    def _check_X(self, X, *, reset):
+        return _check_float_X(self, X, reset=reset)
+
+    def _dims(self):
+        return {**super()._dims(), "covariance_type": self.covariance_type}
+
+
+class _EmissionProbabilities:
+    """``emissionprob_`` (n_components, n_categories) for the categorical and multinomial
+    HMMs; a fresh start draws uniform rows (hmmlearn's)."""
+
+    def _n_categories(self, X) -> int:
+        raise NotImplementedError
+
+    def _set_emission(self, model):
+        probs = torch.as_tensor(self.emissionprob_)
+        with torch.no_grad():
+            model.emission.log_emission.copy_(torch.log(probs / probs.sum(-1, keepdim=True)))
+
+    def _get_emission(self, model):
+        self.emissionprob_ = _normalized(model.emission.log_emission)
+
+    def _init_emission(self, X, rng):
+        if self._needs_init("e"):
+            probs = rng.rand(self.n_components, self._n_categories(X))
+            self.emissionprob_ = probs / probs.sum(1, keepdims=True)
+
+
+class CategoricalHMM(_EmissionProbabilities, _BaseHMM):
     """HMM over symbols ``0 .. n_features - 1``; ``X`` is ``(n_samples, 1)`` integers, -1 for
     a missing observation. ``emissionprob_`` is ``(n_components, n_features)``; setting it
     when ``n_features`` is None sets ``n_features`` (as hmmlearn does). A vocabulary inferred
@@ -627,21 +675,11 @@ class CategoricalHMM(_BaseHMM):
     def _model_options(self):
         return {"pseudocount": float(self.emissionprob_prior - 1)}
 
-    def _set_emission(self, model):
-        probs = torch.as_tensor(self.emissionprob_)
-        with torch.no_grad():
-            model.emission.log_emission.copy_(torch.log(probs / probs.sum(-1, keepdim=True)))
-
-    def _get_emission(self, model):
-        self.emissionprob_ = _normalized(model.emission.log_emission)
-
-    def _init_emission(self, X, rng):
-        if self._needs_init("e"):
-            probs = rng.rand(self.n_components, self._n_symbols(X, fresh=True))
-            self.emissionprob_ = probs / probs.sum(1, keepdims=True)
+    def _n_categories(self, X) -> int:
+        return self._n_symbols(X, fresh=True)
 
 
-class GaussianHMM(_BaseHMM):
+class GaussianHMM(_RealValuedHMM):
     """HMM with Gaussian emissions; rows of ``X`` that are entirely NaN are missing.
 
     ``covars_`` reads as full matrices ``(n_components, n_features, n_features)`` and is set
@@ -674,17 +712,6 @@ class GaussianHMM(_BaseHMM):
                  n_iter=10, tol=1e-2, verbose=False, params="stmc", init_params="stmc",
                  implementation="log", *, n_init=1, dtype="float64", device="cpu"):
         self._keep(locals())
-
-    @property
-    def n_features(self) -> int:
-        """The dimension of the observations, from ``means_``."""
-        return self.means_.shape[-1]
-
-    def _check_X(self, X, *, reset):
-        return _check_float_X(self, X, reset=reset)
-
-    def _dims(self):
-        return {"n_features": self.n_features, "covariance_type": self.covariance_type}
 
     def _model_options(self):
         return {"means_prior": float(self.means_prior), "means_weight": float(
@@ -730,7 +757,7 @@ def _data_covariance(seen: np.ndarray, min_covar: float) -> np.ndarray:
     return cov + min_covar * np.eye(d)
 
 
-class GMMHMM(_BaseHMM):
+class GMMHMM(_RealValuedHMM):
     """HMM whose states emit a mixture of ``n_mix`` Gaussians (hmmlearn's GMMHMM).
 
     ``weights_`` (n_components, n_mix), ``means_`` (n_components, n_mix, n_features),
@@ -769,17 +796,6 @@ class GMMHMM(_BaseHMM):
                  verbose=False, params="stmcw", init_params="stmcw", implementation="log", *,
                  n_init=1, dtype="float64", device="cpu"):
         self._keep(locals())
-
-    @property
-    def n_features(self) -> int:
-        """The dimension of the observations, from ``means_``."""
-        return self.means_.shape[-1]
-
-    def _check_X(self, X, *, reset):
-        return _check_float_X(self, X, reset=reset)
-
-    def _dims(self):
-        return {"n_features": self.n_features, "covariance_type": self.covariance_type}
 
     def _covars_priors(self) -> tuple[float, float]:
         """(covars_prior, covars_weight) with hmmlearn's defaults for None."""
@@ -840,7 +856,7 @@ class GMMHMM(_BaseHMM):
         return np.stack(means)
 
 
-class MultinomialHMM(_BaseHMM):
+class MultinomialHMM(_EmissionProbabilities, _FeaturesHMM):
     """HMM with multinomial emissions over counts (hmmlearn 0.3's MultinomialHMM): each row
     of ``X`` (n_samples, n_features) holds non-negative integer counts whose sum is the number
     of trials. ``n_trials`` None: any totals; an int or an array (n_samples,): the totals are
@@ -848,6 +864,7 @@ class MultinomialHMM(_BaseHMM):
     (n_components, n_features); rows entirely NaN are missing."""
 
     _emission = "multinomial"
+    _features_from = "emissionprob_"
     _letters = "ste"
     _inits: ClassVar[dict[str, str]] = {**_BaseHMM._inits, "e": "emissionprob_"}
     _parameter_constraints: ClassVar[dict] = {
@@ -863,11 +880,6 @@ class MultinomialHMM(_BaseHMM):
                  dtype="float64", device="cpu"):
         self._keep(locals())
 
-    @property
-    def n_features(self) -> int:
-        """The number of categories, from ``emissionprob_``."""
-        return self.emissionprob_.shape[-1]
-
     def _check_X(self, X, *, reset):
         X = _check_counts_X(self, X, reset=reset)
         if self.n_trials is not None:
@@ -877,32 +889,20 @@ class MultinomialHMM(_BaseHMM):
                 raise ValueError("X: expected every row's counts to sum to n_trials")
         return X
 
-    def _dims(self):
-        return {"n_features": self.n_features}
-
     def _model_options(self):
         trials = np.unique(np.asarray(self.n_trials)) if self.n_trials is not None else []
         return {"n_trials": int(trials[0]) if len(trials) == 1 else None}
 
-    def _set_emission(self, model):
-        probs = torch.as_tensor(self.emissionprob_)
-        with torch.no_grad():
-            model.emission.log_emission.copy_(torch.log(probs / probs.sum(-1, keepdim=True)))
-
-    def _get_emission(self, model):
-        self.emissionprob_ = _normalized(model.emission.log_emission)
-
-    def _init_emission(self, X, rng):
-        if self._needs_init("e"):
-            probs = rng.rand(self.n_components, X.shape[1])
-            self.emissionprob_ = probs / probs.sum(1, keepdims=True)
+    def _n_categories(self, X) -> int:
+        return X.shape[1]
 
 
-class PoissonHMM(_BaseHMM):
+class PoissonHMM(_FeaturesHMM):
     """HMM with independent Poisson counts per feature; ``lambdas_`` (n_components,
     n_features); rows of ``X`` that are entirely NaN are missing."""
 
     _emission = "poisson"
+    _features_from = "lambdas_"
     _letters = "stl"
     _inits: ClassVar[dict[str, str]] = {**_BaseHMM._inits, "l": "lambdas_"}
     _parameter_constraints: ClassVar[dict] = {
@@ -920,16 +920,8 @@ class PoissonHMM(_BaseHMM):
                  device="cpu"):
         self._keep(locals())
 
-    @property
-    def n_features(self) -> int:
-        """The number of count features, from ``lambdas_``."""
-        return self.lambdas_.shape[-1]
-
     def _check_X(self, X, *, reset):
         return _check_counts_X(self, X, reset=reset)
-
-    def _dims(self):
-        return {"n_features": self.n_features}
 
     def _model_options(self):
         return {"lambdas_prior": float(self.lambdas_prior),
