@@ -360,3 +360,15 @@ def test_sparse_linear_repeats_a_periodic_signal_exactly():
     x = torch.sin(torch.arange(48.0) * 2 * torch.pi / 12)[None, :, None]
     expect = torch.sin(torch.arange(48.0, 78.0) * 2 * torch.pi / 12)
     torch.testing.assert_close(net(x)[0, :, 0, 0], expect, atol=1e-5, rtol=0)
+
+
+def test_a_forecaster_file_naming_an_unknown_argument_is_refused(tmp_path):
+    from seqprob.core.persist import load_checkpoint, save_checkpoint
+
+    y = pd.DataFrame({"a": seasonal()}, index=pd.date_range("2020", periods=240, freq="D"))
+    path = ETS(trend="add").fit(y).save(tmp_path / "m.safetensors")
+    tensors, config, kind = load_checkpoint(path)
+    config["params"]["__init__"] = 1
+    save_checkpoint(path, tensors, kind=kind, config=config)
+    with pytest.raises(ValueError, match=r"takes no argument\(s\) \['__init__'\]"):
+        seqprob.load(path)

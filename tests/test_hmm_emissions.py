@@ -132,3 +132,46 @@ def test_bad_covariances_raise(covs, match):
         GaussianEmission(2, 2, covariance_type="tied").set_covariances(covs)
     with pytest.raises(ValueError, match="positive variances"):
         GaussianEmission(2, 2, covariance_type="diag").set_covariances(-torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("cov_type", ["spherical", "diag", "full", "tied"])
+def test_gaussian_mixture_table_matches_scipy(cov_type):
+    from seqprob.hmm import GaussianMixtureEmission
+
+    k, m, d = 2, 3, 2
+    rng = np.random.RandomState(0)
+    em = GaussianMixtureEmission(k, d, n_mix=m, covariance_type=cov_type).double()
+    a = rng.randn(k, m, d, d)
+    full = a @ a.transpose(0, 1, 3, 2) + np.eye(d)
+    if cov_type == "tied":
+        full[:] = full[:, :1]
+    covs = {"spherical": full[..., 0, 0], "diag": np.diagonal(full, axis1=2, axis2=3),
+            "full": full, "tied": full[:, 0]}[cov_type]
+    weights, means = rng.dirichlet(np.ones(m), size=k), rng.randn(k, m, d)
+    em.set_parameters(torch.tensor(weights), torch.tensor(means), torch.tensor(covs.copy()))
+    shown = {"spherical": full[..., 0, 0, None, None] * np.eye(d),
+             "diag": np.diagonal(full, axis1=2, axis2=3)[..., None] * np.eye(d)}
+    full = shown.get(cov_type, full)
+    x = rng.randn(1, 5, d)
+    table = em.log_likelihood(torch.tensor(x))[0].detach().numpy()         # (T K)
+    for state in range(k):
+        dens = sum(weights[state, j] * stats.multivariate_normal(means[state, j],
+                                                                 full[state, j]).pdf(x[0])
+                   for j in range(m))
+        np.testing.assert_allclose(table[:, state], np.log(dens), rtol=1e-10)
+    np.testing.assert_allclose(em.covariances().detach().numpy(), covs, rtol=1e-10)
+
+
+def test_multinomial_table_matches_scipy_and_zero_probabilities_stay_exact():
+    from seqprob.hmm import MultinomialEmission
+
+    em = MultinomialEmission(2, 3).double()
+    probs = np.array([[0.2, 0.3, 0.5], [0.0, 0.4, 0.6]])
+    with torch.no_grad():
+        em.log_emission.copy_(torch.log(torch.tensor(probs)))
+    x = np.array([[[1, 2, 3], [0, 1, 1], [2, 0, 0]]], dtype=float)
+    table = em.log_likelihood(torch.tensor(x))[0].detach().numpy()
+    for state in range(2):
+        want = stats.multinomial.logpmf(x[0], x[0].sum(1), probs[state])
+        np.testing.assert_allclose(table[:, state], want, rtol=1e-12)
+    assert np.isneginf(table[[0, 2], 1]).all() and np.isfinite(table[1]).all()

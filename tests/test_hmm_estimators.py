@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from seqprob.hmm.estimators import CategoricalHMM, GaussianHMM, PoissonHMM
+from seqprob.hmm.estimators import GMMHMM, CategoricalHMM, GaussianHMM, MultinomialHMM, PoissonHMM
 
 
 # scikit-learn's checks call ``fit(X, y)`` and ``score(X, y)`` with a target in the second
@@ -41,6 +41,14 @@ class SklearnPoissonHMM(_SklearnConvention, PoissonHMM):
     pass
 
 
+class SklearnGMMHMM(_SklearnConvention, GMMHMM):
+    pass
+
+
+class SklearnMultinomialHMM(_SklearnConvention, MultinomialHMM):
+    pass
+
+
 SEQUENCE = ("a sequence model: a sample's posterior and score depend on its neighbours, so "
             "results change when samples are reordered or subset")
 # The generic checks feed real-valued data with several columns; categorical symbols are one
@@ -49,6 +57,8 @@ DOMAIN = {
     "categorical": "generic data are real-valued with several columns; a categorical HMM takes "
                    "one column of integer symbols",
     "poisson": "generic data are real-valued; a Poisson HMM takes non-negative integer counts",
+    "multinomial": "generic data are real-valued; a multinomial HMM takes non-negative integer "
+                   "counts",
 }
 DOMAIN_CHECKS = (
     "check_fit_score_takes_y", "check_estimators_overwrite_params",
@@ -77,7 +87,8 @@ def expected_failed_checks(estimator) -> dict[str, str]:
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @parametrize_with_checks([SklearnGaussianHMM(random_state=0), SklearnCategoricalHMM(random_state=0),
-                          SklearnPoissonHMM(random_state=0)],
+                          SklearnPoissonHMM(random_state=0), SklearnGMMHMM(2, random_state=0),
+                          SklearnMultinomialHMM(random_state=0)],
                          expected_failed_checks=expected_failed_checks)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
@@ -173,17 +184,21 @@ def test_missing_rows_are_accepted_in_fit_and_score():
     assert np.isfinite(refit.means_).all()
 
 
-@pytest.mark.parametrize("cls", [GaussianHMM, CategoricalHMM, PoissonHMM])
+@pytest.mark.parametrize("cls", [GaussianHMM, CategoricalHMM, PoissonHMM, GMMHMM,
+                                 MultinomialHMM])
 def test_save_and_load_round_trip(cls, tmp_path):
     rng = np.random.RandomState(0)
     X = {GaussianHMM: rng.randn(40, 2), CategoricalHMM: rng.randint(0, 4, (40, 1)),
-         PoissonHMM: rng.poisson(2, (40, 2))}[cls]
+         PoissonHMM: rng.poisson(2, (40, 2)), GMMHMM: rng.randn(40, 2),
+         MultinomialHMM: rng.multinomial(5, [0.2, 0.3, 0.5], size=40)}[cls]
+    extra = {GMMHMM: {"n_mix": 2, "covariance_type": "full"},
+             MultinomialHMM: {"n_trials": np.full(40, 5)}}.get(cls, {})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = cls(2, random_state=0, n_iter=3).fit(X)
+        model = cls(2, random_state=0, n_iter=3, **extra).fit(X)
     model.save(tmp_path / "m.safetensors")
     again = cls.load(tmp_path / "m.safetensors")
-    assert again.get_params() == model.get_params()
+    np.testing.assert_equal(again.get_params(), model.get_params())
     np.testing.assert_allclose(again.score(X), model.score(X))
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
 
@@ -211,21 +226,18 @@ def test_bad_constructor_arguments():
         GaussianHMM(2, transmat_prior=0.5).fit(X)
 
 
-def test_bad_user_parameters():
+def test_bad_user_parameters_are_refused_when_set():
     model = CategoricalHMM(2)
-    model.startprob_ = np.array([0.5, 0.6])
-    model.transmat_ = np.eye(2)
-    model.emissionprob_ = np.full((2, 3), 1 / 3)
-    with pytest.raises(ValueError, match="startprob: expected rows summing to 1"):
-        model.score(np.array([[0]]))
-    model.startprob_ = np.array([0.5, 0.5])
-    model.transmat_ = np.array([[0.5, 0.5], [0.9, 0.2]])
-    with pytest.raises(ValueError, match="transmat: expected rows summing to 1"):
-        model.score(np.array([[0]]))
-    model.transmat_ = np.eye(2)
-    model.emissionprob_ = np.full((2, 3), 0.5)
+    with pytest.raises(ValueError, match=r"startprob_: expected non-negative rows summing to 1"):
+        model.startprob_ = np.array([0.5, 0.6])
+    with pytest.raises(ValueError, match=r"transmat_: expected non-negative rows summing to 1"):
+        model.transmat_ = np.array([[0.5, 0.5], [0.9, 0.2]])
+    with pytest.raises(ValueError, match=r"transmat_: expected shape \(n_components, "
+                                         r"n_components\) with n_components=2, got \(3, 3\)"):
+        model.transmat_ = np.eye(3)
     with pytest.raises(ValueError, match="emissionprob_"):
-        model.score(np.array([[0]]))
+        model.emissionprob_ = np.full((2, 3), 0.5)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.eye(2)
     model.emissionprob_ = np.full((2, 3), 1 / 3)
     with pytest.raises(ValueError, match=r"symbols in \[0, 3\)"):
         model.score(np.array([[3]]))
@@ -233,6 +245,15 @@ def test_bad_user_parameters():
         GaussianHMM(2).fit(np.array([[0.0, np.nan], [1.0, 2.0]]))
     with pytest.raises(ValueError, match="non-negative integer counts"):
         PoissonHMM(2).fit(np.array([[1.5], [2.0]]))
+
+
+def test_values_changed_in_place_are_checked_at_use():
+    model = CategoricalHMM(2)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.eye(2)
+    model.emissionprob_ = np.full((2, 3), 1 / 3)
+    model.transmat_[0, 0] = 0.2
+    with pytest.raises(ValueError, match="transmat_: expected non-negative rows summing to 1"):
+        model.score(np.array([[0]]))
 
 
 def test_degenerate_data_gives_finite_parameters():
@@ -246,3 +267,105 @@ def test_degenerate_data_gives_finite_parameters():
             assert all(np.isfinite(getattr(model, n)).all() for n in model._param_names
                        if n != "emissionprob_")
             assert not np.isnan(model.transmat_).any()
+
+
+# --- invalid values: refused when set, at use and on load ------------------------------------
+
+def _hand_set_gaussian(**kwargs):
+    model = GaussianHMM(2, **kwargs)
+    model.startprob_, model.transmat_ = np.array([0.5, 0.5]), np.full((2, 2), 0.5)
+    model.means_ = np.array([[0.0], [3.0]])
+    model.covars_ = np.array([[1.0], [1.0]])
+    return model
+
+
+@pytest.mark.parametrize(("name", "value", "match"), [
+    ("means_", np.array([[np.nan], [3.0]]), "means_: expected finite values"),
+    ("covars_", np.array([[-1.0], [1.0]]), "covars_: expected positive variances"),
+    ("covars_", np.array([[np.nan], [1.0]]), r"covars_ \('diag'\): expected finite"),
+    ("startprob_", np.array([np.nan, 1.0]), "startprob_: expected finite values"),
+    ("transmat_", np.array([[1.5, -0.5], [0.5, 0.5]]), "transmat_: expected non-negative"),
+])
+def test_invalid_gaussian_values_are_refused_when_set(name, value, match):
+    model = _hand_set_gaussian()
+    with pytest.raises(ValueError, match=match):
+        setattr(model, name, value)
+
+
+def test_nan_means_changed_in_place_give_an_error_not_a_score():
+    model = _hand_set_gaussian()
+    X = np.array([[0.1], [2.9]])
+    assert np.isfinite(model.score(X))
+    model.means_[0, 0] = np.nan
+    for method in (model.score, model.predict, model.decode):
+        with pytest.raises(ValueError, match="means_: expected finite values"):
+            method(X)
+
+
+@pytest.mark.parametrize(("model", "name", "value", "match"), [
+    (PoissonHMM(2), "lambdas_", np.array([[-1.0], [2.0]]), "lambdas_: expected values >= 0"),
+    (PoissonHMM(2), "lambdas_", np.array([[np.inf], [2.0]]), "lambdas_: expected finite"),
+    (CategoricalHMM(2), "emissionprob_", np.array([[np.nan, 1], [0.5, 0.5]]), "finite"),
+    (CategoricalHMM(2), "emissionprob_", np.array([0.5, 0.5]), r"shape \(n_components, n\)"),
+    (GaussianHMM(2, covariance_type="full"), "covars_", np.array([[[1, 2], [2, 1]]] * 2),
+     "positive-definite"),
+    (GaussianHMM(2, covariance_type="tied"), "covars_", np.array([[1, 0.5], [0, 1]]),
+     "symmetric"),
+])
+def test_invalid_values_of_other_families_are_refused(model, name, value, match):
+    with pytest.raises(ValueError, match=match):
+        setattr(model, name, value)
+
+
+def test_n_features_is_inferred_from_a_hand_set_emissionprob():
+    model = CategoricalHMM(2)
+    model.emissionprob_ = np.full((2, 4), 0.25)
+    assert model.n_features == 4
+
+
+def test_an_inferred_vocabulary_is_bounded_with_an_error_naming_n_features():
+    X = np.array([[0], [1], [10**8]])
+    with pytest.raises(ValueError, match=r"vocabulary of 100000001 symbols.*n_features"):
+        CategoricalHMM(2).fit(X)
+    model = CategoricalHMM(2, n_features=10**8 + 1, n_iter=1)
+    assert model._check_X(X, reset=True).max() == 10**8  # explicit n_features: the user's call
+
+
+def _write(tmp_path, tensors, params, kind="estimator.GaussianHMM", n_in=1):
+    import torch
+
+    from seqprob.core.persist import save_checkpoint
+
+    tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in tensors.items()}
+    return save_checkpoint(tmp_path / "m.safetensors", tensors, kind=kind,
+                           config={"params": params, "n_features_in": n_in})
+
+
+def test_hostile_estimator_files_are_refused(tmp_path):
+    good = _hand_set_gaussian()
+    tensors = {name: good._raw(name) for name in good._param_names}
+    params = good.get_params()
+    cases = [
+        ({**tensors, "fit": np.zeros(1)}, params, r"expected the tensors .* got .*'fit'"),
+        ({**tensors, "means_": np.array([[np.nan], [0.0]])}, params, "means_: expected finite"),
+        (tensors, {**params, "__class__": 1}, r"takes no argument\(s\) \['__class__'\]"),
+        (tensors, {**params, "n_components": -3}, "n_components"),
+        (tensors, {**params, "n_components": 3}, r"startprob_: expected shape"),
+        ({**tensors, "covars_": np.ones((2, 5))}, params, "covars: expected shape"),
+    ]
+    for bad_tensors, bad_params, match in cases:
+        path = _write(tmp_path, bad_tensors, bad_params)
+        with pytest.raises(ValueError, match=match):
+            GaussianHMM.load(path)
+    path = _write(tmp_path, tensors, params, n_in=2.5)
+    with pytest.raises(TypeError, match="n_features_in"):
+        GaussianHMM.load(path)
+    assert callable(GaussianHMM.load(_write(tmp_path, tensors, params)).fit)
+
+
+def test_sample_errors_name_the_user_facing_arguments():
+    model = _hand_set_gaussian()
+    with pytest.raises(ValueError, match="n_samples"):
+        model.sample(0)
+    with pytest.raises(ValueError, match="currstate"):
+        model.sample(3, currstate=2)

@@ -77,3 +77,74 @@ def test_config_must_be_json():
     with pytest.raises(TypeError, match="config: expected JSON"):
         save_checkpoint("/tmp/never.safetensors", {}, kind="x", config={"f": object()})
     assert json.loads(json.dumps({"ok": 1}))
+
+
+# ---- hostile files ----------------------------------------------------------------------------
+def test_a_kind_naming_a_module_never_imports_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "seqprob.cli.demo", raising=False)
+    path = save_checkpoint(tmp_path / "m.safetensors", {}, kind="seqprob.cli.demo.Anything",
+                           config={})
+    with pytest.raises(ValueError, match="not a registered seqprob model"):
+        load(path)
+    assert "seqprob.cli.demo" not in sys.modules
+
+
+def test_a_huge_config_with_tiny_tensors_is_refused_before_allocating(tmp_path):
+    from seqprob.hmm import HMM
+
+    small = HMM(2, "categorical", n_symbols=3)
+    config = {**small.get_config(), "n_states": 10**7}  # 4e14 bytes if allocated
+    path = save_checkpoint(tmp_path / "m.safetensors", small.state_dict(),
+                           kind="seqprob.hmm.model.HMM", config=config)
+    for loader in (load, HMM.load):
+        with pytest.raises(ValueError, match="'log_startprob' has shape \\(2,\\)"):
+            loader(path)
+
+
+def test_config_with_an_unknown_argument_or_a_bad_value_is_refused(tmp_path):
+    model = _Tiny(2)
+    path = save_checkpoint(tmp_path / "m.safetensors", model.state_dict(),
+                           kind="tests.test_persist._Tiny", config={"width": 2, "self": 1})
+    with pytest.raises(ValueError, match=r"config: _Tiny takes no argument\(s\) \['self'\]"):
+        load(path)
+    path = save_checkpoint(tmp_path / "m.safetensors", {**model.state_dict(), "x": torch.ones(1)},
+                           kind="tests.test_persist._Tiny", config={"width": 2})
+    with pytest.raises(ValueError, match=r"unexpected \['x'\]"):
+        load(path)
+
+
+def test_config_that_is_not_an_object_is_refused(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_file({"a": torch.ones(1)}, str(path),
+              metadata={"seqprob_format": "1", "kind": "x", "config": "[1, 2]"})
+    with pytest.raises(ValueError, match="config that is a list"):
+        load_checkpoint(path)
+    save_file({"a": torch.ones(1)}, str(path),
+              metadata={"seqprob_format": "1", "kind": "x", "config": "{nope"})
+    with pytest.raises(ValueError, match="config that is not JSON"):
+        load_checkpoint(path)
+
+
+def test_every_registered_model_builds_on_meta_for_the_shape_check():
+    import tests.test_contract as contract
+
+    for case in contract.CASES:
+        model = case.make_model()
+        if isinstance(model, Persistable):
+            rebuilt = type(model).from_checkpoint(model.state_dict(), model.get_config())
+            for name, value in model.state_dict().items():
+                torch.testing.assert_close(rebuilt.state_dict()[name], value)
+
+
+def test_a_model_file_with_nan_parameters_is_refused(tmp_path):
+    from seqprob.hmm import HMM
+
+    model = HMM(2, "gaussian", n_features=1)
+    tensors = model.state_dict()
+    tensors["emission.means"] = torch.tensor([[float("nan")], [0.0]])
+    path = save_checkpoint(tmp_path / "m.safetensors", tensors, kind="seqprob.hmm.model.HMM",
+                           config=model.get_config())
+    with pytest.raises(ValueError, match="'emission.means' holds NaN"):
+        load(path)

@@ -5,10 +5,18 @@ A checkpoint is a single ``.safetensors`` file: the tensors, plus string metadat
 One file means one atomic rename: a write goes to a temporary file in the same folder,
 is flushed to disk, then replaces the target. Loading parses the header and the raw
 tensor bytes only; nothing is ever unpickled.
+
+A file names its class by ``kind``; :func:`load` resolves it against the classes registered
+with ``@register`` and nothing else (no module named by a file is ever imported). A config is
+checked before anything is allocated: its keys must be the constructor's arguments, the
+constructor (which validates types and ranges) first runs on the ``meta`` device, and the
+shapes and dtypes it would allocate must equal the file's tensors, which hold no NaN.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import os
 import tempfile
@@ -23,6 +31,9 @@ from torch import Tensor, nn
 FORMAT_VERSION = 1
 T = TypeVar("T", bound="Persistable")
 _KINDS: dict[str, type[Persistable]] = {}
+# The packages whose import registers model classes; :func:`load` imports the one a kind
+# names (a fixed choice made here, never a name taken from a file).
+_MODEL_PACKAGES = ("seqprob.hmm", "seqprob.ssm", "seqprob.forecasting")
 
 
 def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], *, kind: str,
@@ -71,7 +82,40 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None
     found = metadata.get("kind", "")
     if kind is not None and found != kind:
         raise ValueError(f"path: expected a checkpoint of kind {kind!r}, got {found!r}")
-    return tensors, json.loads(metadata.get("config", "{}")), found
+    try:
+        config = json.loads(metadata.get("config", "{}"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"path: {str(path)!r} has a config that is not JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"path: {str(path)!r} has a config that is a "
+                         f"{type(config).__name__}, expected a JSON object")
+    return tensors, config, found
+
+
+def check_config(cls: type, config: dict[str, Any]) -> None:
+    """Raise unless every key of ``config`` is a keyword argument of ``cls.__init__``."""
+    accepted = {name for name, p in inspect.signature(cls.__init__).parameters.items()
+                if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise ValueError(f"config: {cls.__name__} takes no argument(s) {unknown} "
+                         f"(accepted: {sorted(accepted)})")
+
+
+def check_tensors(expected: dict[str, Tensor], tensors: dict[str, Tensor]) -> None:
+    """Raise unless ``tensors`` has exactly the names, shapes and dtypes of ``expected`` and
+    holds no NaN."""
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise ValueError(f"tensors: the checkpoint's tensors do not match its config "
+                         f"(missing {missing}, unexpected {extra})")
+    for name, want in expected.items():
+        got = tensors[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise ValueError(f"tensors: {name!r} has shape {tuple(got.shape)} {got.dtype}; "
+                             f"its config asks for {tuple(want.shape)} {want.dtype}")
+        if got.is_floating_point() and bool(torch.isnan(got).any()):
+            raise ValueError(f"tensors: {name!r} holds NaN; a parameter is never NaN")
 
 
 class Persistable(nn.Module):
@@ -98,7 +142,12 @@ class Persistable(nn.Module):
 
     @classmethod
     def from_checkpoint(cls: type[T], tensors: dict[str, Tensor], config: dict[str, Any]) -> T:
-        """Build from ``config`` and fill parameters and buffers from ``tensors``."""
+        """Build from ``config`` and fill parameters and buffers from ``tensors``; the config
+        is checked on the ``meta`` device (nothing allocated) against the tensors first."""
+        check_config(cls, config)
+        with torch.device("meta"):
+            shell = cls(**config)
+        check_tensors(shell.state_dict(), tensors)
         model = cls(**config)
         model.load_state_dict(tensors)
         return model
@@ -118,10 +167,9 @@ def register(cls: type[T]) -> type[T]:
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Persistable:
     """Load any registered :class:`Persistable` from its checkpoint, whatever its class."""
     tensors, config, kind = load_checkpoint(path)
-    if kind not in _KINDS and kind.startswith("seqprob."):
-        import importlib
-
-        importlib.import_module(kind.rsplit(".", 1)[0])  # registers the class on import
+    for package in _MODEL_PACKAGES:
+        if kind not in _KINDS and kind.startswith(package + "."):
+            importlib.import_module(package)  # one of the fixed packages: registers its classes
     if kind not in _KINDS:
         raise ValueError(f"path: checkpoint kind {kind!r} is not a registered seqprob model")
     return _KINDS[kind].from_checkpoint(tensors, config).to(map_location)

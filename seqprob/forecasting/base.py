@@ -32,7 +32,7 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-from seqprob.core.persist import kind_of, load_checkpoint, save_checkpoint
+from seqprob.core.persist import check_config, kind_of, load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_int, describe
 from seqprob.forecasting.metrics import (
     POINT_METRICS,
@@ -352,7 +352,11 @@ class Forecaster(BaseEstimator):
     @classmethod
     def from_checkpoint(cls, tensors: dict[str, torch.Tensor], config: dict[str, Any]
                         ) -> Forecaster:
-        model = cls(**_restore_params(config["params"]))
+        params = config.get("params")
+        if not isinstance(params, dict):
+            raise ValueError(f"path: the config's 'params' is not an object: {params!r}")
+        check_config(cls, params)
+        model = cls(**_restore_params(params))
         model.series_ = _series_from_meta(config["series"], tensors["series.values"].numpy())
         model.X_ = tensors["series.X"].numpy() if "series.X" in tensors else None
         state = {k.removeprefix("state."): v for k, v in tensors.items()

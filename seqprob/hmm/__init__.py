@@ -3,10 +3,17 @@ distillation from a language model and its compact artifact file."""
 
 from seqprob.hmm.artifact import load_artifact, load_hmm, save_artifact
 from seqprob.hmm.distill import DistillResult, distill
-from seqprob.hmm.emissions import CategoricalEmission, GaussianEmission, PoissonEmission
-from seqprob.hmm.estimators import CategoricalHMM, GaussianHMM, PoissonHMM
+from seqprob.hmm.emissions import (
+    CategoricalEmission,
+    GaussianEmission,
+    GaussianMixtureEmission,
+    MultinomialEmission,
+    PoissonEmission,
+)
+from seqprob.hmm.estimators import GMMHMM, CategoricalHMM, GaussianHMM, MultinomialHMM, PoissonHMM
 from seqprob.hmm.model import HMM, HMMState
 
-__all__ = ["HMM", "CategoricalEmission", "CategoricalHMM", "DistillResult", "GaussianEmission",
-           "GaussianHMM", "HMMState", "PoissonEmission", "PoissonHMM", "distill", "load_artifact",
-           "load_hmm", "save_artifact"]
+__all__ = ["GMMHMM", "HMM", "CategoricalEmission", "CategoricalHMM", "DistillResult",
+           "GaussianEmission", "GaussianHMM", "GaussianMixtureEmission", "HMMState",
+           "MultinomialEmission", "MultinomialHMM", "PoissonEmission", "PoissonHMM", "distill",
+           "load_artifact", "load_hmm", "save_artifact"]

@@ -21,7 +21,7 @@ from seqprob.hmm import inference
 from seqprob.hmm.emissions import _log_normalize_rows
 from seqprob.hmm.model import HMM
 
-ALL_PARAMS = "stemcl"
+ALL_PARAMS = "stemclw"
 
 
 @dataclasses.dataclass

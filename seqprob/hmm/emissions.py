@@ -1,10 +1,11 @@
 """Emission families. Each one only turns observations into the ``(B, T, K)`` log-likelihood
 table, gathers M-step sufficient statistics from posteriors, maximizes, and samples.
 
-Observations: categorical ``(B, T)`` long token ids, -1 = missing; Gaussian ``(B, T, D)``
-float, a row entirely NaN = missing; Poisson ``(B, T, D)`` non-negative counts as floats, a
-row entirely NaN = missing. Missing observations contribute log-likelihood 0 (they are
-marginalized exactly) and no statistics. Padding uses the same markers.
+Observations: categorical ``(B, T)`` long token ids, -1 = missing; Gaussian and Gaussian
+mixture ``(B, T, D)`` float, a row entirely NaN = missing; Poisson and multinomial
+``(B, T, D)`` non-negative counts as floats, a row entirely NaN = missing. Missing
+observations contribute log-likelihood 0 (they are marginalized exactly) and no statistics.
+Padding uses the same markers.
 """
 
 from __future__ import annotations
@@ -198,6 +199,8 @@ class GaussianEmission(Emission):
     def set_covariances(self, covars: Tensor) -> None:
         """Set from hmmlearn's layout; raises if not positive (definite)."""
         covars = covars.to(self.means.dtype)
+        if not bool(torch.isfinite(covars).all()):
+            raise ValueError("covars: expected finite values, got NaN or infinite entries")
         want = {"spherical": (self.n_states,), "diag": (self.n_states, self.n_features),
                 "full": (self.n_states, self.n_features, self.n_features),
                 "tied": (self.n_features, self.n_features)}[self.covariance_type]
@@ -340,13 +343,7 @@ class PoissonEmission(Emission):
         self.log_rate = nn.Parameter(torch.zeros(n_states, n_features))    # (K D)
 
     def validate(self, x: Tensor) -> Tensor:
-        x = _check_float_obs(x, self.n_features) if x.is_floating_point() else x
-        x = x.to(self.log_rate.dtype)
-        seen = x[~torch.isnan(x)]
-        if bool((seen < 0).any()) or bool((seen != torch.round(seen)).any()):
-            raise ValueError("x: expected non-negative integer counts (or NaN rows for "
-                             "missing observations)")
-        return x
+        return _check_counts(x, self.n_features, self.log_rate.dtype)
 
     def observed(self, x: Tensor) -> Tensor:
         return ~torch.isnan(x[..., 0])
@@ -379,3 +376,240 @@ class PoissonEmission(Emission):
 
     def sample(self, states: Tensor, generator: torch.Generator | None) -> Tensor:
         return torch.poisson(torch.exp(self.log_rate.detach())[states], generator=generator)
+
+
+def _check_counts(x: Tensor, n_features: int, dtype: torch.dtype) -> Tensor:
+    """Counts ``x`` (B, T, D): non-negative integers (NaN rows missing), in ``dtype``."""
+    x = _check_float_obs(x, n_features) if x.is_floating_point() else x
+    x = x.to(dtype)
+    seen = x[~torch.isnan(x)]
+    if bool((seen < 0).any()) or bool((seen != torch.round(seen)).any()):
+        raise ValueError("x: expected non-negative integer counts (or NaN rows for "
+                         "missing observations)")
+    return x
+
+
+class MultinomialEmission(Emission):
+    """Multinomial counts over ``n_features`` categories with the row's total as the number of
+    trials: p(x | z = k) = n! / prod(x_d!) prod(p_kd ** x_d), p = exp(log_emission) (K, D).
+    ``n_trials`` (an int, or None) is needed only to sample."""
+
+    letters = "e"
+
+    def __init__(self, n_states: int, n_features: int, *, n_trials: int | None = None):
+        super().__init__(n_states)
+        self.n_features = check_int(n_features, "n_features", minimum=1)
+        self.n_trials = None if n_trials is None else check_int(n_trials, "n_trials", minimum=0)
+        self.log_emission = nn.Parameter(torch.full((n_states, n_features),
+                                                    -math.log(n_features)))  # (K D)
+
+    def validate(self, x: Tensor) -> Tensor:
+        return _check_counts(x, self.n_features, self.log_emission.dtype)
+
+    def observed(self, x: Tensor) -> Tensor:
+        return ~torch.isnan(x[..., 0])
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        obs = self.observed(x)
+        flat = torch.nan_to_num(x.reshape(-1, self.n_features))             # (N D)
+        zero = torch.isinf(self.log_emission)                              # (K D) p = 0
+        # a zero count of a zero-probability category contributes 0 (not 0 * -inf = NaN);
+        # any positive count of one makes the row impossible
+        log_p = self.log_emission.masked_fill(zero, 0.0)
+        out = (flat @ log_p.T + torch.lgamma(flat.sum(-1, keepdim=True) + 1)
+               - torch.lgamma(flat + 1).sum(-1, keepdim=True))              # (N K)
+        if bool(zero.any()):
+            out = out.masked_fill((flat > 0).to(flat.dtype) @ zero.to(flat.dtype).T > 0,
+                                  -math.inf)
+        return _zero_missing(out.reshape(*x.shape[:-1], self.n_states), obs)
+
+    def statistics(self, x: Tensor, weights: Tensor) -> Stats:
+        w = _zero_missing(weights, self.observed(x)).reshape(-1, self.n_states)
+        return {"obs": w.T @ torch.nan_to_num(x.reshape(-1, self.n_features))}  # (K D)
+
+    @torch.no_grad()
+    def maximize(self, stats: Stats, letters: str) -> None:
+        if "e" in letters:
+            self.log_emission.copy_(_log_normalize_rows(stats["obs"], self.log_emission))
+
+    def n_parameters(self, letters: str) -> int:
+        return self.n_states * (self.n_features - 1) if "e" in letters else 0
+
+    def sample(self, states: Tensor, generator: torch.Generator | None) -> Tensor:
+        if self.n_trials is None:
+            raise ValueError("n_trials: sampling needs one number of trials, got None")
+        probs = torch.exp(self.log_emission.detach())[states]               # (N D)
+        draws = torch.multinomial(probs, self.n_trials, replacement=True, generator=generator) \
+            if self.n_trials > 0 else probs.new_zeros(len(states), 0, dtype=torch.long)
+        counts = probs.new_zeros(probs.shape)
+        return counts.scatter_add_(1, draws, torch.ones_like(draws, dtype=probs.dtype))
+
+
+class GaussianMixtureEmission(Emission):
+    """A mixture of ``n_mix`` Gaussians per state (hmmlearn's GMMHMM): weights
+    ``exp(log_weights)`` (K, M), components held by a :class:`GaussianEmission` over the K*M
+    (state, mixture) pairs, state-major. ``tied``: one full covariance per state shared by its
+    mixtures (hmmlearn's meaning; stored as M equal copies).
+
+    The M-step is hmmlearn 0.3.3's MAP update with scalar priors ``weights_prior``,
+    ``means_prior``, ``means_weight``, ``covars_prior``, ``covars_weight`` (already resolved
+    from hmmlearn's per-type defaults); like hmmlearn, covariances are scattered around the
+    means of the E-step.
+    """
+
+    letters = "mcw"
+
+    def __init__(self, n_states: int, n_features: int, *, n_mix: int = 1,
+                 covariance_type: str = "diag", weights_prior: float = 1.0,
+                 means_prior: float = 0.0, means_weight: float = 0.0,
+                 covars_prior: float = 0.0, covars_weight: float = 0.0,
+                 min_covar: float = 1e-3):
+        super().__init__(n_states)
+        self.n_features = check_int(n_features, "n_features", minimum=1)
+        self.n_mix = check_int(n_mix, "n_mix", minimum=1)
+        self.covariance_type = check_choice(covariance_type, "covariance_type",
+                                            COVARIANCE_TYPES)
+        self.weights_prior = check_float(weights_prior, "weights_prior")
+        self.means_prior = check_float(means_prior, "means_prior")
+        self.means_weight = check_float(means_weight, "means_weight", low=0.0)
+        self.covars_prior = check_float(covars_prior, "covars_prior")
+        self.covars_weight = check_float(covars_weight, "covars_weight")
+        inner = "full" if covariance_type == "tied" else covariance_type
+        self.components = GaussianEmission(n_states * n_mix, n_features, covariance_type=inner,
+                                           min_covar=min_covar)
+        self.log_weights = nn.Parameter(torch.full((n_states, n_mix), -math.log(n_mix)))
+
+    # parameters in hmmlearn's layout
+    def means(self) -> Tensor:
+        """(K, M, D)."""
+        return self.components.means.reshape(self.n_states, self.n_mix, self.n_features)
+
+    def covariances(self) -> Tensor:
+        """spherical (K, M), diag (K, M, D), full (K, M, D, D), tied (K, D, D)."""
+        cov = self.components.covariances()
+        cov = cov.reshape(self.n_states, self.n_mix, *cov.shape[1:])
+        return cov[:, 0] if self.covariance_type == "tied" else cov
+
+    @torch.no_grad()
+    def set_parameters(self, weights: Tensor, means: Tensor, covars: Tensor) -> None:
+        """Set weights (K, M), means (K, M, D) and covariances in hmmlearn's layout."""
+        k, m, d = self.n_states, self.n_mix, self.n_features
+        for name, value, want in (("weights", weights, (k, m)), ("means", means, (k, m, d))):
+            if tuple(value.shape) != want:
+                raise ValueError(f"{name}: expected shape {want}, got {tuple(value.shape)}")
+        self.log_weights.copy_(torch.log(weights))
+        self.components.means.copy_(means.reshape(k * m, d))
+        if self.covariance_type == "tied":
+            if tuple(covars.shape) != (k, d, d):
+                raise ValueError(f"covars: expected shape {(k, d, d)} for covariance_type "
+                                 f"'tied', got {tuple(covars.shape)}")
+            covars = covars[:, None].expand(k, m, d, d)
+        elif tuple(covars.shape[:2]) != (k, m):
+            raise ValueError(f"covars: expected shape ({k}, {m}, ...) for covariance_type "
+                             f"{self.covariance_type!r}, got {tuple(covars.shape)}")
+        self.components.set_covariances(covars.reshape(k * m, *covars.shape[2:]))
+
+    def validate(self, x: Tensor) -> Tensor:
+        return self.components.validate(x)
+
+    def observed(self, x: Tensor) -> Tensor:
+        return self.components.observed(x)
+
+    def _joint(self, x: Tensor) -> Tensor:
+        """(B, T, K, M) log w_km + log N(x_t; mu_km, Sigma_km) (log w_km where missing)."""
+        table = self.components.log_likelihood(x)
+        return table.reshape(*x.shape[:-1], self.n_states, self.n_mix) + self.log_weights
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        return torch.logsumexp(self._joint(x), dim=-1)
+
+    def statistics(self, x: Tensor, weights: Tensor) -> Stats:
+        obs = self.observed(x)
+        post = _zero_missing(weights, obs).reshape(-1, self.n_states)       # (N K)
+        joint = self._joint(x).reshape(post.shape[0], self.n_states, self.n_mix)
+        mix = post[..., None] * torch.softmax(joint, dim=-1)                # (N K M)
+        flat = _fill_missing(x, obs).reshape(-1, self.n_features)           # (N D)
+        stats = {"post": post.sum(0), "post_mix": mix.sum(0),
+                 "obs": torch.einsum("nkm,nd->kmd", mix, flat)}
+        if self.covariance_type in ("spherical", "diag"):
+            stats["obs2"] = torch.einsum("nkm,nd->kmd", mix, flat**2)
+        else:
+            stats["outer"] = torch.einsum("nkm,nd,ne->kmde", mix, flat, flat)
+        return stats
+
+    def _scatter(self, stats: Stats, mu: Tensor) -> Tensor:
+        """sum_t r_tkm (x_t - mu_km)(x_t - mu_km)^T, its diagonal (diag) or trace (spherical),
+        around ``mu`` (K, M, D)."""
+        obs, weight = stats["obs"], stats["post_mix"][..., None]
+        if self.covariance_type in ("spherical", "diag"):
+            diag = stats["obs2"] - 2 * mu * obs + mu**2 * weight            # (K M D)
+            return diag.sum(-1) if self.covariance_type == "spherical" else diag
+        cross = obs[..., :, None] * mu[..., None, :]
+        return (stats["outer"] - cross - cross.transpose(-1, -2)
+                + mu[..., :, None] * mu[..., None, :] * weight[..., None])  # (K M D D)
+
+    @torch.no_grad()
+    def maximize(self, stats: Stats, letters: str) -> None:
+        post_mix, m = stats["post_mix"], self.n_mix
+        has_data = stats["post"] > 0
+        weights, means = torch.exp(self.log_weights), self.means()
+        scatter = self._scatter(stats, means) if "c" in letters else None  # E-step means
+        if "w" in letters:
+            alpha = self.weights_prior - 1
+            new = (post_mix + alpha) / (stats["post"] + m * alpha)[:, None]
+            weights = _keep_rows(new, weights, has_data)
+        if "m" in letters:
+            denom = (post_mix + self.means_weight)[..., None]
+            new = (self.means_weight * self.means_prior + stats["obs"]) / denom.where(
+                denom > 0, 1.0)
+            means = torch.where(denom > 0, new, means)
+        covars = self.covariances()
+        if "c" in letters:
+            covars = self._usable(self._covariance_update(stats, scatter, means), covars,
+                                  post_mix > 0)
+        self.set_parameters(weights, means, covars)
+
+    def _usable(self, new: Tensor, old: Tensor, has_data: Tensor) -> Tensor:
+        """``new`` covariances made positive (definite): variances floored at ``min_covar``,
+        matrices given ``min_covar`` on the diagonal where not positive definite (hmmlearn
+        lets both degenerate); components (or, tied, states) without data keep ``old``."""
+        if self.covariance_type in ("spherical", "diag"):
+            new = new.clamp_min(max(self.components.min_covar, torch.finfo(new.dtype).tiny))
+        else:
+            tril = self.components._cholesky(new)
+            new = tril @ tril.transpose(-1, -2)
+        if self.covariance_type == "tied":
+            return _keep_rows(new, old, has_data.any(-1))
+        return torch.where(has_data.reshape(*has_data.shape, *([1] * (new.dim() - 2))),
+                           new, old)
+
+    def _covariance_update(self, stats: Stats, scatter: Tensor, means: Tensor) -> Tensor:
+        lam, d, m = self.means_weight, self.n_features, self.n_mix
+        prior, weight, post_mix = self.covars_prior, self.covars_weight, stats["post_mix"]
+        centred = means - self.means_prior                                  # (K M D)
+        if self.covariance_type == "diag":
+            return ((lam * centred**2 + 2 * weight + scatter)
+                    / (post_mix[..., None] + 1 + 2 * (prior + 1)))
+        if self.covariance_type == "spherical":
+            return ((lam * (centred**2).sum(-1) + 2 * weight + scatter)
+                    / (d * (post_mix + 1) + 2 * (prior + 1)))
+        outer = centred[..., :, None] * centred[..., None, :]               # (K M D D)
+        if self.covariance_type == "full":
+            return ((prior + lam * outer + scatter)
+                    / (post_mix + 1 + weight + d + 1)[..., None, None])
+        return ((lam * outer).sum(1) + prior + scatter.sum(1)) / (
+            stats["post"] + m + weight + d + 1)[:, None, None]
+
+    def n_parameters(self, letters: str) -> int:
+        k, m, d = self.n_states, self.n_mix, self.n_features
+        count = k * m * d if "m" in letters else 0
+        count += k * (m - 1) if "w" in letters else 0
+        if "c" in letters:
+            count += {"spherical": k * m, "diag": k * m * d, "full": k * m * d * (d + 1) // 2,
+                      "tied": k * d * (d + 1) // 2}[self.covariance_type]
+        return count
+
+    def sample(self, states: Tensor, generator: torch.Generator | None) -> Tensor:
+        mix = torch.multinomial(torch.exp(self.log_weights.detach())[states], 1,
+                                generator=generator)[:, 0]
+        return self.components.sample(states * self.n_mix + mix, generator)

@@ -17,10 +17,12 @@ from seqprob.hmm.emissions import (
     CategoricalEmission,
     Emission,
     GaussianEmission,
+    GaussianMixtureEmission,
+    MultinomialEmission,
     PoissonEmission,
 )
 
-EMISSIONS = ("categorical", "gaussian", "poisson")
+EMISSIONS = ("categorical", "gaussian", "poisson", "gmm", "multinomial")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -84,9 +86,12 @@ class HMM(SequenceModel, Persistable):
         if n_features is None:
             raise ValueError(f"n_features: required for {self.emission_kind} emissions, "
                              "got None")
-        if self.emission_kind == "gaussian":
-            return GaussianEmission(k, n_features, covariance_type=covariance_type, **opts)
-        return PoissonEmission(k, n_features, **opts)
+        if self.emission_kind in ("gaussian", "gmm"):
+            family = GaussianEmission if self.emission_kind == "gaussian" else \
+                GaussianMixtureEmission
+            return family(k, n_features, covariance_type=covariance_type, **opts)
+        family = PoissonEmission if self.emission_kind == "poisson" else MultinomialEmission
+        return family(k, n_features, **opts)
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)

@@ -68,7 +68,7 @@ class Mamba(SequenceModel, Persistable):
         gen = torch.Generator()
         gen.manual_seed(random_state) if random_state is not None else gen.seed()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=gen, device="cpu")))
             self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
             self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
                                     bias=conv_bias)

@@ -1,4 +1,5 @@
-"""Contract cases for HMMs: categorical (with missing tokens) and Gaussian (with NaN rows)."""
+"""Contract cases for HMMs: categorical (with missing tokens), Gaussian and Gaussian mixture
+(with NaN rows), multinomial counts."""
 
 from __future__ import annotations
 
@@ -37,7 +38,32 @@ def _features(g: torch.Generator) -> torch.Tensor:
     return x
 
 
+def _mixture() -> HMM:
+    model = HMM(3, "gmm", n_features=2, covariance_type="tied", emission_options={"n_mix": 2})
+    with torch.no_grad():
+        model.log_transmat.copy_(torch.log_softmax(torch.randn(3, 3), 1))
+        model.emission.components.means.copy_(torch.randn(6, 2))
+        model.emission.log_weights.copy_(torch.log_softmax(torch.randn(3, 2), 1))
+    return model
+
+
+def _multinomial() -> HMM:
+    model = HMM(3, "multinomial", n_features=4)
+    with torch.no_grad():
+        model.log_transmat.copy_(torch.log_softmax(torch.randn(3, 3), 1))
+        model.emission.log_emission.copy_(torch.log_softmax(torch.randn(3, 4), 1))
+    return model
+
+
+def _counts(g: torch.Generator) -> torch.Tensor:
+    x = torch.randint(0, 4, (2, 8, 4), generator=g).double()
+    x[1, 5] = torch.nan                                                     # missing row
+    return x
+
+
 CASES = [
     ContractCase(id="hmm-categorical", make_model=_categorical, make_input=_tokens),
     ContractCase(id="hmm-gaussian-full", make_model=_gaussian, make_input=_features),
+    ContractCase(id="hmm-gmm-tied", make_model=_mixture, make_input=_features),
+    ContractCase(id="hmm-multinomial", make_model=_multinomial, make_input=_counts),
 ]
