@@ -1,0 +1,69 @@
+"""Fused CPU single-token step of the selective scan (numba): mamba_ssm's
+``selective_state_update`` in one pass over the state.
+
+One loop over ``(batch, dim)`` rows: the row's ``dt`` (bias, softplus), its N state entries
+decayed and fed in place, the output's dot product, skip term and gate, without any
+``(batch, dim, N)`` temporary. Sequential: at generation sizes (a few thousand rows of N = 16)
+the work is tens of microseconds, less than waking a thread pool. Inputs arrive validated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from numba import njit
+from torch import Tensor
+
+from seqprob.kernels.cpu import _exp, _like
+
+_JIT = {"fastmath": True, "cache": True}
+
+
+@njit(**_JIT)
+def _state_update(state, x, dt, A, B, C, D, z, bias, softplus, out):
+    batch, dim, nstate = state.shape
+    for b in range(batch):
+        for d in range(dim):
+            step = dt[b, d]
+            if bias.size:
+                step += bias[d]
+            if softplus and step <= 20.0:
+                step = _like(math.log1p(math.exp(step)), step)
+            u = x[b, d]
+            feed = step * u
+            y = _like(0.0, u)
+            for n in range(nstate):
+                h = _exp(step * A[d, n]) * state[b, d, n] + feed * B[b, n]
+                state[b, d, n] = h
+                y += h * C[b, n]
+            if D.size:
+                y += D[d] * u
+            if z.size:
+                g = z[b, d]
+                y *= g / (1 + _exp(-g))
+            out[b, d] = y
+
+
+def _arr(x: Tensor | None, wide: torch.dtype, empty: np.ndarray) -> np.ndarray:
+    return empty if x is None else x.detach().to(wide).contiguous().numpy()
+
+
+def selective_state_update_cpu(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
+                               C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+                               dt_bias: Tensor | None = None, dt_softplus: bool = False
+                               ) -> Tensor:
+    """Same contract as ``selective_state_update_ref`` for CPU tensors; ``state`` is updated
+    in place (through a contiguous copy written back when it is not contiguous or not in the
+    compute dtype, fp32 or fp64)."""
+    wide = torch.float64 if torch.float64 in (x.dtype, state.dtype) else torch.float32
+    work = state if state.dtype == wide and state.is_contiguous() else state.to(wide).contiguous()
+    out = torch.empty(x.shape, dtype=wide)
+    empty = np.empty(0, dtype=np.float64 if wide == torch.float64 else np.float32)
+    _state_update(work.detach().numpy(), *(_arr(t, wide, empty) for t in (x, dt, A, B, C, D, z,
+                                                                         dt_bias)),
+                  bool(dt_softplus), out.numpy())
+    if work is not state:
+        state.copy_(work)
+    return out.to(x.dtype)
