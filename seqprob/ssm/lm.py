@@ -44,7 +44,8 @@ class RMSNorm(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """``h + mixer(norm(h))`` in parallel or step mode."""
+    """``h + mixer(norm(h))`` in parallel or step mode, on inputs and states the language
+    model has checked (the mixers' unchecked cores)."""
 
     def __init__(self, mixer: nn.Module, d_model: int):
         super().__init__()
@@ -53,11 +54,11 @@ class ResidualBlock(nn.Module):
 
     def forward(self, h: Tensor, state: State | None, mask: Tensor | None
                 ) -> tuple[Tensor, State]:
-        y, state = self.mixer(self.norm(h), state, mask=mask)
+        y, state = self.mixer.forward_unchecked(self.norm(h), state, mask)
         return h + y, state
 
     def step(self, h: Tensor, state: State) -> tuple[Tensor, State]:
-        y, state = self.mixer.step(self.norm(h), state)
+        y, state = self.mixer.step_unchecked(self.norm(h), state)
         return h + y, state
 
 
@@ -128,16 +129,19 @@ class MambaLM(LanguageModel, Persistable):
         check_shape(ids, name, ["batch", "length"][:rank])
         if ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{name}: expected integer token ids (int64), got {describe(ids)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
-            raise ValueError(f"{name}: expected ids in [0, {self.vocab_size}), got values in "
-                             f"[{int(ids.min())}, {int(ids.max())}]")
+        if ids.numel():
+            low, high = (int(v) for v in torch.stack(torch.aminmax(ids)).tolist())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(f"{name}: expected ids in [0, {self.vocab_size}), got values "
+                                 f"in [{low}, {high}]")
 
     def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LMState:
         device = device or self.embedding.weight.device
         return LMState(tuple(block.mixer.init_state(batch_size, device=device, dtype=dtype)
                              for block in self.layers))
 
-    def _layer_states(self, state: State | None) -> tuple[State | None, ...]:
+    def _layer_states(self, state: State | None, batch: int) -> tuple[State | None, ...]:
+        """The per-layer states, checked once (class, layer count, every tensor's shape)."""
         if state is None:
             return (None,) * len(self.layers)
         if not isinstance(state, LMState) or len(state.layers) != len(self.layers):
@@ -145,7 +149,8 @@ class MambaLM(LanguageModel, Persistable):
                    else type(state).__name__)
             raise ValueError(f"state: expected an LMState with {len(self.layers)} layers from "
                              f"MambaLM.init_state, got {got} (a state from a different model)")
-        return state.layers
+        return tuple(block.mixer.checked_state(layer_state, batch)
+                     for block, layer_state in zip(self.layers, state.layers, strict=True))
 
     def run(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
             state: State | None = None, attention_mask: Tensor | None = None) -> LMOutput:
@@ -157,10 +162,14 @@ class MambaLM(LanguageModel, Persistable):
             raise ValueError("input_ids, inputs_embeds: expected exactly one of them")
         h = self.embed(input_ids) if input_ids is not None else inputs_embeds
         check_sequence(h, "inputs_embeds", self.hidden_size, None)
+        if h.dtype != self.embedding.weight.dtype:
+            raise TypeError(f"inputs_embeds: expected dtype {self.embedding.weight.dtype} (the "
+                            f"model's), got {h.dtype}")
         if attention_mask is not None:
             check_shape(attention_mask, "attention_mask", tuple(h.shape[:2]))
         states = []
-        for block, layer_state in zip(self.layers, self._layer_states(state), strict=True):
+        layer_states = self._layer_states(state, h.shape[0])
+        for block, layer_state in zip(self.layers, layer_states, strict=True):
             h, layer_state = block(h, layer_state, attention_mask)
             states.append(layer_state)
         hidden = self.norm_f(h)
@@ -171,8 +180,11 @@ class MambaLM(LanguageModel, Persistable):
         """``x_t`` ``(B,)`` ids -> logits ``(B, vocab)`` by each layer's recurrence."""
         self._check_ids(x_t, "x_t", rank=1)
         h = self.embedding(x_t)
+        if state is None:
+            raise TypeError("state: expected an LMState from MambaLM.init_state, got None")
         states = []
-        for block, layer_state in zip(self.layers, self._layer_states(state), strict=True):
+        layer_states = self._layer_states(state, x_t.shape[0])
+        for block, layer_state in zip(self.layers, layer_states, strict=True):
             h, layer_state = block.step(h, layer_state)
             states.append(layer_state)
         return (self.norm_f(h) @ self.embedding.weight.T).float(), LMState(tuple(states))
