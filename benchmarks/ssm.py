@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seqprob.core.scan import backend_status
 from seqprob.ssm import S4D, Mamba
-from seqprob.ssm.kernels import CompanionKernel, companion_kernel, companion_matrix
+from seqprob.ssm.conv_kernels import CompanionKernel, companion_kernel, companion_matrix
 from seqprob.ssm.lti import DenseTransition, fft_conv, impulse_response
 
 PARTS = ("mamba", "s4d", "spacetime")

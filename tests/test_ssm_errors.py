@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from seqprob.kernels.limits import LTI_MAX_STATE, SCAN_MAX_STATE
 from seqprob.ssm import S4, S4D, CompanionSSM, Mamba, MambaLM, SpaceTime
-from seqprob.ssm.kernels import MAX_STATE
 
 LAYERS = {
     "s4d": lambda: S4D(4, 8, l_max=32, random_state=0),
@@ -57,8 +57,9 @@ def test_state_from_a_different_model():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: S4D(4, 11), lambda: S4D(4, 2 * MAX_STATE), lambda: S4(4, 0),
-    lambda: CompanionSSM(4, MAX_STATE + 1), lambda: Mamba(4, MAX_STATE + 1),
+    lambda: S4D(4, 11), lambda: S4D(4, 2 * LTI_MAX_STATE), lambda: S4(4, 0),
+    lambda: CompanionSSM(4, LTI_MAX_STATE + 1), lambda: Mamba(4, SCAN_MAX_STATE + 1),
+    lambda: Mamba(8, d_state=300), lambda: MambaLM(16, 1, d_state=300),
 ])
 def test_d_state_limits(make):
     with pytest.raises(ValueError, match=r"d_state: expected"):

@@ -9,6 +9,7 @@ length), so chunked runs continue exactly.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -20,7 +21,7 @@ from seqprob.core.contract import SequenceModel, State
 from seqprob.core.persist import Persistable, register
 from seqprob.core.validation import check_int, check_shape
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
-from seqprob.ssm.kernels import CompanionKernel, DPLRKernel, S4DKernel
+from seqprob.ssm.conv_kernels import CompanionKernel, DPLRKernel, S4DKernel
 from seqprob.ssm.lti import fft_conv, final_state, recurrence_step, state_response
 
 
@@ -34,7 +35,7 @@ class SSMState(State):
 class LTISSM(SequenceModel, Persistable):
     """Base of the convolutional SSM layers: ``y = post(conv(u, K) + D u)``.
 
-    Subclasses build ``self.kernel`` (a module of :mod:`seqprob.ssm.kernels`) and ``self.post``
+    Subclasses build ``self.kernel`` (a module of :mod:`seqprob.ssm.conv_kernels`) and ``self.post``
     (position-wise output map). ``mask`` ``(batch, length)`` zeroes padded positions' inputs.
     """
 
@@ -45,6 +46,10 @@ class LTISSM(SequenceModel, Persistable):
         super().__init__()
         self.d_model = d_model
         self.D = nn.Parameter(torch.randn(d_model))
+
+    @abc.abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (each concrete layer has its own)."""
 
     def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> SSMState:
         n, state_dtype = self.kernel.state_size, self.kernel.state_dtype

@@ -33,7 +33,7 @@ from seqprob.core.contract import SequenceModel, State
 from seqprob.core.persist import Persistable, register
 from seqprob.core.validation import check_float, check_int, check_shape
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
-from seqprob.ssm.kernels import CompanionKernel, companion_kernel, companion_matrix
+from seqprob.ssm.conv_kernels import CompanionKernel, companion_kernel, companion_matrix
 from seqprob.ssm.layers import CompanionSSM
 from seqprob.ssm.lti import DenseTransition, fft_conv, state_response
 
@@ -89,22 +89,22 @@ class SpaceTimeEncoder(SequenceModel):
     """Preprocessing SSMs, embedding and encoder blocks: ``(B, L, d_input)`` -> ``(B, L,
     d_model)``; a sequence model (streaming with ``step``)."""
 
-    def __init__(self, d_input: int, d_model: int, d_state: int, n_layers: int, l_max: int,
+    def __init__(self, d_input: int, d_model: int, d_state: int, n_layers: int, lookback: int,
                  preprocess: tuple[str, ...], seed: int | None):
         super().__init__()
         self.d_input = d_input
-        self.l_max = l_max
+        self.lookback = lookback
         self.preprocess = None
         if preprocess:
             taps = [preprocessing_taps(k) for k in preprocess]
             width = max(len(t) for t in taps)
             bank = torch.stack([F.pad(t, (0, width - len(t))) for t in taps])      # (P W)
-            self.preprocess = CompanionSSM(d_input * len(taps), width, l_max=l_max,
+            self.preprocess = CompanionSSM(d_input * len(taps), width, l_max=lookback,
                                            taps=bank.repeat_interleave(d_input, 0))
         self.n_views = 1 + len(preprocess)
         self.embed = nn.Linear(d_input * self.n_views, d_model)
         self.blocks = nn.ModuleList(
-            EncoderBlock(d_model, d_state, l_max, None if seed is None else seed + i)
+            EncoderBlock(d_model, d_state, lookback, None if seed is None else seed + i)
             for i in range(n_layers))
 
     def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None
@@ -124,7 +124,7 @@ class SpaceTimeEncoder(SequenceModel):
         return x if pre is None else torch.cat([x, pre], dim=-1)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, EncoderState]:
-        check_sequence(x, "x", self.d_input, self.l_max)
+        check_sequence(x, "x", self.d_input, self.lookback, "lookback")
         state = self._checked(state, x.shape[0], x.device)
         pre_y, pre_state = None, None
         if self.preprocess is not None:
@@ -140,7 +140,7 @@ class SpaceTimeEncoder(SequenceModel):
     def encode(self, x: Tensor) -> Tensor:
         """``forward(x)[0]`` from the zero state, skipping the final states (which cost
         more than the convolutions): ``(B, L, d_input)`` -> ``(B, L, d_model)``."""
-        check_sequence(x, "x", self.d_input, self.l_max)
+        check_sequence(x, "x", self.d_input, self.lookback, "lookback")
         pre = None
         if self.preprocess is not None:
             pre = self.preprocess.outputs_unchecked(x.repeat(1, 1, self.n_views - 1))
