@@ -3,7 +3,10 @@
 
 One loop over ``(batch, dim)`` rows: the row's ``dt`` (bias, softplus), its N state entries
 decayed and fed in place, the output's dot product, skip term and gate, without any
-``(batch, dim, N)`` temporary. Sequential: at generation sizes (a few thousand rows of N = 16)
+``(batch, dim, N)`` temporary. Decays ``exp(dt A) <= 1`` use the vectorized fp32 exp of
+``seqprob.kernels.cpu`` (it clamps its argument); a row with a growing mode (``dt A > 0``,
+outside Mamba's parametrization) uses libm's exp, so an overflow is inf and the checked op
+raises. Sequential: at generation sizes (a few thousand rows of N = 16)
 the work is tens of microseconds, less than waking a thread pool. Inputs arrive validated.
 """
 
@@ -33,9 +36,14 @@ def _state_update(state, x, dt, A, B, C, D, z, bias, softplus, out):
                 step = _like(math.log1p(math.exp(step)), step)
             u = x[b, d]
             feed = step * u
+            grows = False           # a growing mode: libm's exp, which overflows to inf
+            for n in range(nstate):
+                grows |= step * A[d, n] > 0
             y = _like(0.0, u)
             for n in range(nstate):
-                h = _exp(step * A[d, n]) * state[b, d, n] + feed * B[b, n]
+                v = step * A[d, n]
+                decay = _like(math.exp(v), v) if grows else _exp(v)
+                h = decay * state[b, d, n] + feed * B[b, n]
                 state[b, d, n] = h
                 y += h * C[b, n]
             if D.size:
@@ -60,10 +68,12 @@ def selective_state_update_cpu(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, 
     wide = torch.float64 if torch.float64 in (x.dtype, state.dtype) else torch.float32
     work = state if state.dtype == wide and state.is_contiguous() else state.to(wide).contiguous()
     out = torch.empty(x.shape, dtype=wide)
-    empty = np.empty(0, dtype=np.float64 if wide == torch.float64 else np.float32)
-    _state_update(work.detach().numpy(), *(_arr(t, wide, empty) for t in (x, dt, A, B, C, D, z,
-                                                                         dt_bias)),
-                  bool(dt_softplus), out.numpy())
+    np_dtype = np.float64 if wide == torch.float64 else np.float32
+    vector, matrix = np.empty(0, dtype=np_dtype), np.empty((0, 0), dtype=np_dtype)
+    _state_update(work.detach().numpy(), *(_arr(t, wide, matrix) for t in (x, dt)),
+                  *(_arr(t, wide, matrix) for t in (A, B, C)), _arr(D, wide, vector),
+                  _arr(z, wide, matrix), _arr(dt_bias, wide, vector), bool(dt_softplus),
+                  out.numpy())
     if work is not state:
         state.copy_(work)
     return out.to(x.dtype)
