@@ -69,8 +69,8 @@ class LTISSM(SequenceModel, Persistable):
 
     def forward(self, x: Tensor, state: State | None = None, *, mask: Tensor | None = None
                 ) -> tuple[Tensor, SSMState]:
-        """``x`` ``(B, L, d_model)`` -> ``(y (B, L, d_model), final state)``; ``L = 0``
-        returns an empty ``y`` and the state unchanged."""
+        """``x`` ``(B, L, d_model)`` -> ``(y (B, L, d_model), final state)``; ``B = 0`` or
+        ``L = 0`` returns an empty ``y`` and the state unchanged."""
         self._check_input(x, mask)
         return self.forward_unchecked(x, self.checked_state(state, x.shape[0]), mask)
 
@@ -78,7 +78,7 @@ class LTISSM(SequenceModel, Persistable):
                           ) -> tuple[Tensor, SSMState]:
         """:meth:`forward` on checked inputs (a composite model's inner call; no checks)."""
         y, u = self._outputs(x, state, mask)
-        if u.shape[-1] == 0:
+        if u.numel() == 0:
             return y, state or self.init_state(x.shape[0], device=x.device)
         trans, b, _ = self.kernel.recurrence()
         last = final_state(trans, b, u, None if state is None else state.x)
@@ -101,7 +101,7 @@ class LTISSM(SequenceModel, Persistable):
         if mask is not None:
             u = u * mask[:, None, :].to(u.dtype)
         length = u.shape[-1]
-        if length == 0:
+        if u.numel() == 0:                                  # an empty batch or length
             return self.post(u.mT).to(x.dtype), u
         y = fft_conv(u, self.kernel(length)) + self.D[:, None] * u                # (B H L)
         if state is not None:
