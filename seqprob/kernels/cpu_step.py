@@ -55,7 +55,10 @@ def _state_update(state, x, dt, A, B, C, D, z, bias, softplus, out):
 
 
 def _arr(x: Tensor | None, wide: torch.dtype, empty: np.ndarray) -> np.ndarray:
-    return empty if x is None else x.detach().to(wide).contiguous().numpy()
+    if x is None:
+        return empty
+    x = x.to(wide).contiguous()
+    return (x.detach() if x.requires_grad else x).numpy()
 
 
 def selective_state_update_cpu(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
@@ -70,7 +73,7 @@ def selective_state_update_cpu(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, 
     out = torch.empty(x.shape, dtype=wide)
     np_dtype = np.float64 if wide == torch.float64 else np.float32
     vector, matrix = np.empty(0, dtype=np_dtype), np.empty((0, 0), dtype=np_dtype)
-    _state_update(work.detach().numpy(), *(_arr(t, wide, matrix) for t in (x, dt)),
+    _state_update(_arr(work, wide, empty=None), *(_arr(t, wide, matrix) for t in (x, dt)),
                   *(_arr(t, wide, matrix) for t in (A, B, C)), _arr(D, wide, vector),
                   _arr(z, wide, matrix), _arr(dt_bias, wide, vector), bool(dt_softplus),
                   out.numpy())

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqprob.core.contract import State
@@ -40,7 +41,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 class ResidualBlock(nn.Module):
@@ -71,9 +72,9 @@ class MambaLM(LanguageModel, Persistable):
     """
 
     def __init__(self, d_model: int = 128, n_layers: int = 2, *, vocab_size: int | None = None,
-                 d_state: int = 16, d_conv: int = 4, expand: int = 2, mixer: str = "mamba",
-                 tokenizer: str = "bytes", backend: str = "auto",
-                 random_state: int | None = None):
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", mixer: str = "mamba", tokenizer: str = "bytes",
+                 backend: str = "auto", random_state: int | None = None):
         super().__init__()
         check_int(d_model, "d_model", minimum=1)
         check_int(n_layers, "n_layers", minimum=1)
@@ -83,7 +84,8 @@ class MambaLM(LanguageModel, Persistable):
         vocab = -(-len(self.tokenizer) // 8) * 8 if vocab_size is None else vocab_size
         check_int(vocab, "vocab_size", minimum=len(self.tokenizer))
         self._config = dict(d_model=d_model, n_layers=n_layers, vocab_size=vocab,
-                            d_state=d_state, d_conv=d_conv, expand=expand, mixer=mixer,
+                            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
+                            mixer=mixer,
                             tokenizer=tokenizer, backend=backend, random_state=random_state)
         seed = None if random_state is None else int(random_state)
         with torch.random.fork_rng(devices=[]):
@@ -92,18 +94,19 @@ class MambaLM(LanguageModel, Persistable):
             self.embedding = nn.Embedding(vocab, d_model)
             nn.init.normal_(self.embedding.weight, std=0.02)
         self.layers = nn.ModuleList(
-            ResidualBlock(self._mixer(mixer, d_model, d_state, d_conv, expand, backend,
-                                      None if seed is None else seed + 1 + i), d_model)
+            ResidualBlock(self._mixer(mixer, d_model, d_state, d_conv, expand, dt_rank,
+                                      backend, None if seed is None else seed + 1 + i),
+                          d_model)
             for i in range(n_layers))
         self.norm_f = RMSNorm(d_model)
 
     @staticmethod
-    def _mixer(kind: str, d_model: int, d_state: int, d_conv: int, expand: int, backend: str,
-               seed: int | None) -> nn.Module:
+    def _mixer(kind: str, d_model: int, d_state: int, d_conv: int, expand: int,
+               dt_rank: int | str, backend: str, seed: int | None) -> nn.Module:
         if kind == "s4d":
             return S4D(d_model, max(2, 2 * (d_state // 2)), random_state=seed)
-        return Mamba(d_model, d_state, d_conv=d_conv, expand=expand, backend=backend,
-                     random_state=seed)
+        return Mamba(d_model, d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
+                     backend=backend, random_state=seed)
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)

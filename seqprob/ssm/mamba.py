@@ -93,6 +93,7 @@ class Mamba(SequenceModel, Persistable):
         self.A_log = nn.Parameter(torch.log(a))            # S4D-Real: A = -(1, 2, ..., N)
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self._expected: dict[int, MambaState] = {}   # meta-device states for checked_state
+        self._a_cache: tuple[tuple, Tensor] | None = None   # A for generation (no autograd)
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -117,6 +118,16 @@ class Mamba(SequenceModel, Persistable):
         if x.dtype != self.D.dtype:
             raise TypeError(f"{name}: expected dtype {self.D.dtype} (the dtype of the block's "
                             f"parameters; convert the block with .to(dtype)), got {x.dtype}")
+
+    def _a(self) -> Tensor:
+        """``A = -exp(A_log)`` (fp32 or wider), computed once per parameter version when no
+        gradient is recorded (token-by-token generation)."""
+        if torch.is_grad_enabled():
+            return -torch.exp(self.A_log.float())
+        key = (self.A_log._version, self.A_log.data_ptr(), self.A_log.device)
+        if self._a_cache is None or self._a_cache[0] != key:
+            self._a_cache = (key, -torch.exp(self.A_log.float()))
+        return self._a_cache[1]
 
     def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u`` ``(..., d_inner)`` -> raw ``delta`` ``(..., d_inner)`` (no bias), ``B, C``
@@ -175,7 +186,7 @@ class Mamba(SequenceModel, Persistable):
             delta = F.softplus(delta + bias) * mask[..., None].to(delta.dtype)
             bias, softplus = None, False
         out = selective_scan_unchecked(
-            u.mT, delta.mT, -torch.exp(self.A_log.float()), b.mT, c.mT, self.D.float(),
+            u.mT, delta.mT, self._a(), b.mT, c.mT, self.D.float(),
             z=z.mT, delta_bias=bias, delta_softplus=softplus,
             initial_state=None if state is None else state.ssm,
             return_last_state=with_state, backend=self.backend)                  # (B Di L)
@@ -202,6 +213,6 @@ class Mamba(SequenceModel, Persistable):
         delta, b, c = self._delta_b_c(u)                                          # (B Di/N)
         ssm = state.ssm.clone()
         y = selective_state_update_unchecked(
-            ssm, u, delta, -torch.exp(self.A_log.float()), b, c, self.D.float(), z,
+            ssm, u, delta, self._a(), b, c, self.D.float(), z,
             self.dt_proj.bias.float(), dt_softplus=True, backend=self.backend)   # (B Di)
         return self.out_proj(y), MambaState(conv=window[..., 1:], ssm=ssm)
