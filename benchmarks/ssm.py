@@ -126,9 +126,10 @@ def lm_pair(d_model: int, n_layers: int, vocab: int):
 
 
 def lm_generation(d_model: int, n_layers: int, vocab: int, tokens: int, repeats: int
-                  ) -> tuple[float, float]:
-    """Tokens/second of feeding ``tokens`` ids one at a time (batch 1), both models, after
-    checking that they give the same logits."""
+                  ) -> tuple[float, float, float]:
+    """Tokens/second of feeding ``tokens`` ids one at a time (batch 1), both models (after
+    checking that they give the same logits), and of the model's GEMVs alone (the four
+    projections per layer and the head, which mambapy runs too: the bound)."""
     ours, ref = lm_pair(d_model, n_layers, vocab)
     ids = torch.randint(0, vocab, (tokens, 1), generator=torch.Generator().manual_seed(0))
 
@@ -145,9 +146,20 @@ def lm_generation(d_model: int, n_layers: int, vocab: int, tokens: int, repeats:
             logits, caches = ref(ids[t], caches)
         return logits
 
+    def run_gemvs():
+        for t in range(tokens):
+            h = ours.embedding(ids[t])
+            for block in ours.layers:
+                mixer = block.mixer
+                u = mixer.in_proj(h)[:, :mixer.d_inner]
+                F.linear(mixer.x_proj(u)[:, :mixer.dt_rank], mixer.dt_proj.weight)
+                h = mixer.out_proj(u)
+            h @ ours.embedding.weight.T
+
     with torch.no_grad():
         torch.testing.assert_close(run_ours(), run_ref(), rtol=1e-3, atol=1e-3)
-        return tokens / median_time(run_ours, repeats), tokens / median_time(run_ref, repeats)
+        return (tokens / median_time(run_ours, repeats), tokens / median_time(run_ref, repeats),
+                tokens / median_time(run_gemvs, repeats))
 
 
 def bench_lm(repeats: int, quick: bool) -> Rows:
@@ -155,9 +167,11 @@ def bench_lm(repeats: int, quick: bool) -> Rows:
     shapes = [(256, 4, 264)] + ([] if quick else [(768, 24, 50280)])
     rows = []
     for d_model, n_layers, vocab in shapes:
-        ours, peer = lm_generation(d_model, n_layers, vocab, 32 if quick else 128, repeats)
+        ours, peer, gemvs = lm_generation(d_model, n_layers, vocab, 32 if quick else 128,
+                                          repeats)
         rows.append((f"Mamba LM generation, d {d_model}, {n_layers} layers, vocab {vocab}, "
                      "B 1 (tokens/s)", ours, peer))
+        rows.append(("  its GEMVs alone (tokens/s): the bound", gemvs, peer))
     return rows
 
 

@@ -160,3 +160,18 @@ def test_mamba_dtype_is_the_parameters_dtype():
     lm = MambaLM(16, 1, d_state=4)
     with pytest.raises(TypeError, match=r"inputs_embeds: expected dtype torch.float32"):
         lm.run(inputs_embeds=torch.zeros(1, 3, 16, dtype=torch.float64))
+
+
+def test_language_model_checks_states_it_did_not_issue():
+    import pickle
+
+    lm, other = MambaLM(16, 2, d_state=4, random_state=0), MambaLM(16, 2, d_state=8)
+    ids = torch.zeros(2, dtype=torch.long)
+    _, state = lm.step(ids, lm.init_state(2))
+    _, state = lm.step(ids, state)                         # the issued state: no re-check
+    with pytest.raises(ValueError, match=r"state\.ssm: expected shape .* different model"):
+        lm.step(ids, other.init_state(2))
+    with pytest.raises(ValueError, match=r"different batch size"):
+        lm.step(torch.zeros(3, dtype=torch.long), state)
+    clone = pickle.loads(pickle.dumps(lm))
+    torch.testing.assert_close(clone.step(ids, state)[0], lm.step(ids, state)[0])

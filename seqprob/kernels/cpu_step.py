@@ -55,9 +55,10 @@ def _state_update(state, x, dt, A, B, C, D, z, bias, softplus, out):
 
 
 def _arr(x: Tensor | None, wide: torch.dtype, empty: np.ndarray) -> np.ndarray:
+    """A strided numpy view (the kernel reads any layout: no copies of ``split`` views)."""
     if x is None:
         return empty
-    x = x.to(wide).contiguous()
+    x = x if x.dtype == wide else x.to(wide)
     return (x.detach() if x.requires_grad else x).numpy()
 
 

@@ -9,6 +9,7 @@ to the embedding. The mixer is a :class:`~seqprob.ssm.mamba.Mamba` block, or an
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any
 
 import torch
@@ -99,6 +100,7 @@ class MambaLM(LanguageModel, Persistable):
                           d_model)
             for i in range(n_layers))
         self.norm_f = RMSNorm(d_model)
+        self._issued: tuple[weakref.ref[LMState], int] | None = None  # last state returned
 
     @staticmethod
     def _mixer(kind: str, d_model: int, d_state: int, d_conv: int, expand: int,
@@ -144,9 +146,12 @@ class MambaLM(LanguageModel, Persistable):
                              for block in self.layers))
 
     def _layer_states(self, state: State | None, batch: int) -> tuple[State | None, ...]:
-        """The per-layer states, checked once (class, layer count, every tensor's shape)."""
+        """The per-layer states, checked once (class, layer count, every tensor's shape); the
+        state this model returned last (token-by-token generation) is known to be valid."""
         if state is None:
             return (None,) * len(self.layers)
+        if self._issued is not None and self._issued[0]() is state and self._issued[1] == batch:
+            return state.layers
         if not isinstance(state, LMState) or len(state.layers) != len(self.layers):
             got = (f"{len(state.layers)} layers" if isinstance(state, LMState)
                    else type(state).__name__)
@@ -177,7 +182,7 @@ class MambaLM(LanguageModel, Persistable):
             states.append(layer_state)
         hidden = self.norm_f(h)
         logits = (hidden @ self.embedding.weight.T).float()                       # (B L V)
-        return LMOutput(logits=logits, hidden=hidden, state=LMState(tuple(states)))
+        return LMOutput(logits=logits, hidden=hidden, state=self._issue(states, h.shape[0]))
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, LMState]:
         """``x_t`` ``(B,)`` ids -> logits ``(B, vocab)`` by each layer's recurrence."""
@@ -190,4 +195,13 @@ class MambaLM(LanguageModel, Persistable):
         for block, layer_state in zip(self.layers, layer_states, strict=True):
             h, layer_state = block.step(h, layer_state)
             states.append(layer_state)
-        return (self.norm_f(h) @ self.embedding.weight.T).float(), LMState(tuple(states))
+        return (self.norm_f(h) @ self.embedding.weight.T).float(), self._issue(states, x_t.shape[0])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_issued": None}            # a weak reference never pickles
+
+    def _issue(self, states: list[State], batch: int) -> LMState:
+        """The returned state, remembered (weakly) so that passing it back skips the check."""
+        state = LMState(tuple(states))
+        self._issued = (weakref.ref(state), batch)
+        return state
