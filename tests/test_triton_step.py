@@ -35,12 +35,12 @@ def torch_step(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=
 
 
 def make_step(batch=3, dim=5, nstate=4, *, dtype=torch.float32, seed=0, D=True, z=True,
-              bias=True):
+              bias=True, device=DEVICE):
     g = torch.Generator().manual_seed(seed)
     def rand(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).to(DEVICE)
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(dtype).to(device)
     kw = dict(x=rand(batch, dim), dt=rand(batch, dim) * 0.5,
-              A=(-torch.rand(dim, nstate, generator=g) - 0.1).to(DEVICE),
+              A=(-torch.rand(dim, nstate, generator=g) - 0.1).to(device),
               B=rand(batch, nstate), C=rand(batch, nstate),
               D=rand(dim) if D else None, z=rand(batch, dim) if z else None,
               dt_bias=rand(dim) if bias else None)
@@ -111,3 +111,15 @@ def test_steps_reproduce_the_scan():
         bias.to(**move), True) for t in range(length)]
     torch.testing.assert_close(torch.stack(outs, -1).cpu(), y, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(state.cpu(), last, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-5), (torch.bfloat16, 3e-2)])
+def test_step_on_cuda(dtype, tol):
+    """Mamba-sized channels (several programs per row) on the GPU."""
+    state, kw = make_step(batch=4, dim=1536, nstate=16, dtype=dtype, device="cuda")
+    want_state, want = torch_step(state, **kw, dt_softplus=True)
+    out = selective_state_update_triton(state, **kw, dt_softplus=True)
+    torch.testing.assert_close(out.double(), want, rtol=tol, atol=tol)
+    torch.testing.assert_close(state.double(), want_state, rtol=tol, atol=tol)

@@ -3,67 +3,25 @@
 One program per ``(batch, block of BLOCK_D channels)`` loads the ``(BLOCK_D, N)`` state tile,
 decays it, adds ``dt * B * x``, writes it back in place and reduces it against ``C``: the
 state is read and written once, everything else is ``O(batch * (dim + N))``. CUDA tensors, or
-CPU tensors under ``TRITON_INTERPRET=1`` (set before Triton is imported). Triton is imported
-inside the functions (optional extra ``seqprob[gpu]``); inputs arrive validated.
+CPU tensors under ``TRITON_INTERPRET=1`` (set before Triton is imported). The kernel lives in
+``triton_kernels`` (imported on first use: optional extra ``seqprob[gpu]``); inputs arrive
+validated.
 """
 
 from __future__ import annotations
-
-import functools
 
 import torch
 from torch import Tensor
 
 
-@functools.cache
 def _kernel():
-    """The jitted kernel, built on first use (Triton imported here, not at module import)."""
+    """The jitted step kernel (``triton_kernels.selective_step``), imported on first use."""
     try:
-        import triton
-        import triton.language as tl
+        from seqprob.kernels.triton_kernels import selective_step
     except ImportError as err:
         raise ImportError("selective_state_update_triton needs Triton: "
                           "pip install 'seqprob[gpu]'") from err
-
-    @triton.jit
-    def step(state_ptr, x_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr, out_ptr,
-             dim, nstate, s_b, s_d, s_n,
-             HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-             SOFTPLUS: tl.constexpr, FP64: tl.constexpr, BLOCK_D: tl.constexpr,
-             BLOCK_N: tl.constexpr):
-        b = tl.program_id(0)
-        offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-        offs_n = tl.arange(0, BLOCK_N)
-        mask_d, mask_n = offs_d < dim, offs_n < nstate
-        mask = mask_d[:, None] & mask_n[None, :]
-        row = b * dim + offs_d                                              # (BD) in (batch, dim)
-        tile = state_ptr + b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
-        if FP64:
-            h = tl.load(tile, mask=mask, other=0.0).to(tl.float64)          # (BD BN)
-        else:
-            h = tl.load(tile, mask=mask, other=0.0).to(tl.float32)
-        wide = h.dtype
-        x = tl.load(x_ptr + row, mask=mask_d, other=0.0).to(wide)           # (BD)
-        dt = tl.load(dt_ptr + row, mask=mask_d, other=0.0).to(wide)
-        if HAS_BIAS:
-            dt += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(wide)
-        if SOFTPLUS:
-            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
-        a = tl.load(a_ptr + offs_d[:, None] * nstate + offs_n[None, :], mask=mask,
-                    other=0.0).to(wide)
-        bt = tl.load(b_ptr + b * nstate + offs_n, mask=mask_n, other=0.0).to(wide)  # (BN)
-        ct = tl.load(c_ptr + b * nstate + offs_n, mask=mask_n, other=0.0).to(wide)
-        h = tl.exp(dt[:, None] * a) * h + (dt * x)[:, None] * bt[None, :]
-        tl.store(tile, h, mask=mask)
-        y = tl.sum(h * ct[None, :], axis=1)                                 # (BD)
-        if HAS_D:
-            y += tl.load(d_ptr + offs_d, mask=mask_d, other=0.0).to(wide) * x
-        if HAS_Z:
-            z = tl.load(z_ptr + row, mask=mask_d, other=0.0).to(wide)
-            y *= z * tl.sigmoid(z)
-        tl.store(out_ptr + row, y, mask=mask_d)
-
-    return step
+    return selective_step
 
 
 def _blocks(dim: int, nstate: int) -> tuple[int, int]:
