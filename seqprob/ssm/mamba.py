@@ -160,6 +160,10 @@ class Mamba(SequenceModel, Persistable):
         """``forward(x)[0]`` from the zero state without the final state (training paths
         that discard it; on CUDA the scan may then be mamba_ssm's even under autograd)."""
         self._check_input(x, mask)
+        return self.outputs_unchecked(x, mask)
+
+    def outputs_unchecked(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """:meth:`outputs` on checked inputs."""
         return self.forward_unchecked(x, None, mask, with_state=False)[0]
 
     def forward_unchecked(self, x: Tensor, state: MambaState | None, mask: Tensor | None,
