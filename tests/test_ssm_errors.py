@@ -108,6 +108,7 @@ def test_spacetime_bad_input():
         model(torch.randn(1, 17, 2))
     with pytest.raises(ValueError, match=r"x: expected a window of at least one time step"):
         model(torch.randn(1, 0, 2))
+    assert model(torch.randn(0, 16, 2)).forecast.shape == (0, 4, 2)     # an empty batch
     with pytest.raises(ValueError, match=r"x: expected shape"):
         model(torch.randn(1, 16, 3))
     out = model(torch.randn(3, 16, 2))
