@@ -1,16 +1,19 @@
 """State-space layers, side by side with their peers (CPU, fp32), one command:
 
-    python benchmarks/ssm.py [--repeats 3] [--threads 2] [--quick] [--only mamba s4d spacetime]
-                             [--clock wall|cpu]
+    python benchmarks/ssm.py [--repeats 3] [--threads 2] [--quick]
+                             [--only mamba lm s4d spacetime] [--clock wall|cpu]
 
 1. Mamba block (d_model 768, L 1024, batch 2, d_state 16): forward+backward seconds and
    generation tokens/second (step mode, batch 2) — seqprob (scan backend "auto") vs mambapy
    1.2.0 (pscan; its step for generation). A row times the block's dense projections alone
    (GEMMs mambapy runs too): mambapy's fwd+bwd over that time bounds any block's speed-up.
-2. S4D layer at L = 16384 (H = 64, N = 64, batch 2): seqprob (chunked Vandermonde GEMM
+2. Mamba language model generation, batch 1 (tokens/second, ``MambaLM.step`` vs mambapy's
+   ``LM.step`` with the same weights): d_model 256 with 4 layers, and mamba-130m's shape
+   (d_model 768, 24 layers, vocabulary 50,280).
+3. S4D layer at L = 16384 (H = 64, N = 64, batch 2): seqprob (chunked Vandermonde GEMM
    kernel, final state included) vs a straightforward PyTorch S4D that materializes the
    (H, N, L) Vandermonde tensor.
-3. SpaceTime companion kernel at d = 64, l = 720 (H = 64): the O(d + l) FFT algorithm vs the
+4. SpaceTime companion kernel at d = 64, l = 720 (H = 64): the O(d + l) FFT algorithm vs the
    dense Krylov kernel C A^l B.
 
 Prints medians in a Markdown table.
@@ -36,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seqprob.core.scan import backend_status
 from seqprob.ssm import S4D, Mamba
-from seqprob.ssm.kernels import CompanionKernel, companion_kernel, companion_matrix
+from seqprob.ssm.conv_kernels import CompanionKernel, companion_kernel, companion_matrix
 from seqprob.ssm.lti import DenseTransition, fft_conv, impulse_response
 
-PARTS = ("mamba", "s4d", "spacetime")
+PARTS = ("mamba", "lm", "s4d", "spacetime")
 Rows = list[tuple[str, float, float]]
 
 
@@ -96,6 +99,80 @@ def generation(ours, ref, batch: int, tokens: int, repeats: int) -> tuple[float,
     with torch.no_grad():
         return (batch * tokens / median_time(run_ours, repeats),
                 batch * tokens / median_time(run_ref, repeats))
+
+
+def lm_pair(d_model: int, n_layers: int, vocab: int):
+    """Our MambaLM and mambapy's LM step with the same weights: ``mambapy.lm.LM.step``
+    (embedding, ``Mamba.step``, final RMSNorm, head) spelled out, since importing
+    ``mambapy.lm`` needs einops for its Mamba-2."""
+    from mambapy.mamba import Mamba as RefMamba
+    from mambapy.mamba import MambaConfig, RMSNorm
+
+    from seqprob.ssm import MambaLM
+
+    ours = MambaLM(d_model, n_layers, vocab_size=vocab, random_state=0).eval()
+    backbone = RefMamba(MambaConfig(d_model=d_model, n_layers=n_layers, d_state=16)).eval()
+    backbone.load_state_dict({k: v for k, v in ours.state_dict().items()
+                              if k.startswith("layers.")})
+    norm_f = RMSNorm(d_model)
+    norm_f.load_state_dict(ours.norm_f.state_dict())
+    table = ours.embedding.weight.detach().clone()
+
+    def ref_step(token, caches):
+        h, caches = backbone.step(F.embedding(token, table), caches)
+        return F.linear(norm_f(h), table), caches
+
+    return ours, ref_step
+
+
+def lm_generation(d_model: int, n_layers: int, vocab: int, tokens: int, repeats: int
+                  ) -> tuple[float, float, float]:
+    """Tokens/second of feeding ``tokens`` ids one at a time (batch 1), both models (after
+    checking that they give the same logits), and of the model's GEMVs alone (the four
+    projections per layer and the head, which mambapy runs too: the bound)."""
+    ours, ref = lm_pair(d_model, n_layers, vocab)
+    ids = torch.randint(0, vocab, (tokens, 1), generator=torch.Generator().manual_seed(0))
+
+    def run_ours():
+        state = ours.init_state(1)
+        for t in range(tokens):
+            logits, state = ours.step(ids[t], state)
+        return logits
+
+    def run_ref():
+        caches = [(torch.zeros(1, 2 * d_model, 16), torch.zeros(1, 2 * d_model, 3))
+                  for _ in range(n_layers)]
+        for t in range(tokens):
+            logits, caches = ref(ids[t], caches)
+        return logits
+
+    def run_gemvs():
+        for t in range(tokens):
+            h = ours.embedding(ids[t])
+            for block in ours.layers:
+                mixer = block.mixer
+                u = mixer.in_proj(h)[:, :mixer.d_inner]
+                F.linear(mixer.x_proj(u)[:, :mixer.dt_rank], mixer.dt_proj.weight)
+                h = mixer.out_proj(u)
+            h @ ours.embedding.weight.T
+
+    with torch.no_grad():
+        torch.testing.assert_close(run_ours(), run_ref(), rtol=1e-3, atol=1e-3)
+        return (tokens / median_time(run_ours, repeats), tokens / median_time(run_ref, repeats),
+                tokens / median_time(run_gemvs, repeats))
+
+
+def bench_lm(repeats: int, quick: bool) -> Rows:
+    """Mamba LM generation rows (tokens/s)."""
+    shapes = [(256, 4, 264)] + ([] if quick else [(768, 24, 50280)])
+    rows = []
+    for d_model, n_layers, vocab in shapes:
+        ours, peer, gemvs = lm_generation(d_model, n_layers, vocab, 32 if quick else 128,
+                                          repeats)
+        rows.append((f"Mamba LM generation, d {d_model}, {n_layers} layers, vocab {vocab}, "
+                     "B 1 (tokens/s)", ours, peer))
+        rows.append(("  its GEMVs alone (tokens/s): the bound", gemvs, peer))
+    return rows
 
 
 def naive_s4d(layer: S4D, x: torch.Tensor) -> torch.Tensor:
@@ -193,6 +270,8 @@ def main() -> None:
 
     if "mamba" in args.only:
         rows += bench_mamba(d_model, length, args.repeats, args.quick)
+    if "lm" in args.only:
+        rows += bench_lm(args.repeats, args.quick)
     if "s4d" in args.only:
         rows += bench_s4d(s4_len, args.repeats)
     if "spacetime" in args.only:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 import pytest
 import torch
 
+import seqprob
 import tests.contract_cases as registry
+from seqprob.core import SequenceModel
 
 
 def _all_cases():
@@ -38,6 +41,33 @@ def _assert_states_close(got, want, case):
 
 def test_registry_is_not_empty():
     assert len(CASES) >= 1
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def _import_every_seqprob_module():
+    """Import each module of the package (a module whose optional dependency is missing
+    cannot define a usable model here and is skipped)."""
+    for info in pkgutil.walk_packages(seqprob.__path__, "seqprob."):
+        if info.name != "seqprob.__main__":
+            try:
+                importlib.import_module(info.name)
+            except ModuleNotFoundError as err:
+                if (err.name or "seqprob").startswith("seqprob"):
+                    raise
+
+
+def test_every_sequence_model_in_the_package_has_a_case():
+    _import_every_seqprob_module()
+    concrete = {cls for cls in _subclasses(SequenceModel)
+                if cls.__module__.startswith("seqprob.") and not inspect.isabstract(cls)}
+    covered = {type(case.make_model()) for case in CASES}
+    missing = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in concrete - covered)
+    assert not missing, f"SequenceModel subclasses without a contract case: {missing}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)

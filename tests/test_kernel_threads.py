@@ -4,7 +4,7 @@ import numba
 import pytest
 import torch
 
-from seqprob.core.scan import linear_scan, selective_scan
+from seqprob.core.scan import selective_scan
 from seqprob.kernels.hmm_cpu import forward_backward
 from seqprob.kernels.threads import launch_threads, parallel_launch
 
@@ -22,11 +22,10 @@ def _selective(grad: bool):
 @pytest.mark.parametrize("run", [
     lambda: _selective(False),
     lambda: _selective(True),
-    lambda: linear_scan(torch.rand(1, 70, 4), torch.randn(1, 70, 4), backend="cpu"),
     lambda: forward_backward(torch.full((2, 3), 1 / 3, dtype=torch.float64),
                              torch.full((3, 3), 1 / 3, dtype=torch.float64),
                              torch.rand(2, 5, 3, dtype=torch.float64), torch.tensor([5, 3])),
-], ids=["selective-fwd", "selective-fwd-bwd", "linear", "hmm-fused"])
+], ids=["selective-fwd", "selective-fwd-bwd", "hmm-fused"])
 def test_kernels_keep_torch_thread_count(one_thread, run):
     run()
     assert torch.get_num_threads() == 1

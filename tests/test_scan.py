@@ -1,4 +1,4 @@
-"""selective_scan / linear_scan: every backend against the sequential reference (the oracle).
+"""selective_scan: every backend against the sequential reference (the oracle).
 
 Without a GPU, Triton runs in its CPU interpreter (TRITON_INTERPRET=1, set in conftest.py).
 """
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprob.core import scan
-from seqprob.core.scan import linear_scan, selective_scan
+from seqprob.core.scan import selective_scan
 from seqprob.kernels import cpu as cpu_kernels
 
 OPTIONS = ("D", "z", "delta_bias", "delta_softplus", "var_B", "var_C", "initial_state",
@@ -321,97 +321,6 @@ def test_backend_status_lists_every_concrete_backend():
     assert dict((name, ok) for name, ok, _ in status)["cpu"] is True
 
 
-# ---------------------------------------------------------------- linear_scan
-
-
-def make_linear(batch=2, length=9, tail=(3, 2), dtype=torch.float32, seed=0, h0=True):
-    g = torch.Generator().manual_seed(seed)
-    def rand(*shape):
-        real = torch.randn(*shape, generator=g, dtype=torch.float64)
-        if dtype.is_complex:
-            real = torch.complex(real, torch.randn(*shape, generator=g, dtype=torch.float64))
-        return real.to(dtype)
-    a = rand(batch, length, *tail) * 0.9
-    a = a / a.abs().clamp(min=1.0)                                       # |a| <= 1
-    return a, rand(batch, length, *tail), rand(batch, *tail) if h0 else None
-
-
-def linear_agree(a, b, h0, backend, rtol, atol):
-    leaves = [x.clone().requires_grad_() for x in (a, b, h0) if x is not None]
-    def run(name):
-        out = linear_scan(*leaves[:2], leaves[2] if h0 is not None else None, backend=name)
-        w = torch.ones_like(out) * (1 + 0.5j if out.is_complex() else 1.5)
-        loss = (out * w).real.sum() if out.is_complex() else (out * w).sum()
-        return out, torch.autograd.grad(loss.float(), leaves)
-    out, grads = run(backend)
-    ref, ref_grads = run("reference")
-    assert out.dtype == a.dtype
-    torch.testing.assert_close(out, ref, rtol=rtol, atol=atol)
-    for g, r in zip(grads, ref_grads, strict=True):
-        torch.testing.assert_close(g, r, rtol=rtol, atol=atol)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64,
-                                   torch.complex128, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("h0", [True, False])
-def test_linear_cpu_matches_reference(dtype, h0):
-    rtol, atol = TOL.get(dtype, TOL[torch.float32 if dtype == torch.complex64 else torch.float64])
-    linear_agree(*make_linear(dtype=dtype, h0=h0, tail=(70,)), "cpu", rtol, atol)
-
-
-def test_linear_cpu_non_contiguous_and_length_one():
-    a, b, h0 = make_linear(length=1)
-    linear_agree(a, b, h0, "cpu", 1e-5, 1e-5)
-    a, b, h0 = make_linear(tail=(4, 3))
-    linear_agree(a.transpose(2, 3), b.transpose(2, 3), h0.transpose(1, 2), "cpu", 1e-5, 1e-5)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
-@pytest.mark.parametrize("backend", ["cpu", "reference"])
-def test_linear_gradcheck(dtype, backend):
-    a, b, h0 = (x.requires_grad_() for x in make_linear(batch=2, length=6, tail=(3,),
-                                                          dtype=dtype))
-    assert torch.autograd.gradcheck(
-        lambda a, b, h0: linear_scan(a, b, h0, backend=backend), (a, b, h0))
-
-
-@given(batch=st.integers(1, 3), length=st.integers(1, 30),
-       tail=st.lists(st.integers(1, 5), min_size=0, max_size=2), h0=st.booleans(),
-       seed=st.integers(0, 2**16))
-@settings(max_examples=30, deadline=None)
-def test_linear_cpu_property(batch, length, tail, h0, seed):
-    linear_agree(*make_linear(batch, length, tuple(tail), seed=seed, h0=h0), "cpu", 1e-5, 1e-5)
-
-
-def test_linear_matches_selective_with_one_state():
-    # a selective scan with N=1, B=C=1 and no D is the linear scan of (exp(delta A), delta u)
-    kw = make_inputs(batch=2, dim=3, length=11, nstate=1, options=())
-    kw["B"], kw["C"] = torch.ones(3, 1), torch.ones(3, 1)
-    y = selective_scan(**kw, backend="cpu")                                    # (B D L)
-    a = torch.exp(kw["delta"] * kw["A"][:, 0, None]).transpose(1, 2)          # (B L D)
-    h = linear_scan(a, (kw["delta"] * kw["u"]).transpose(1, 2), backend="cpu")
-    torch.testing.assert_close(h.transpose(1, 2), y, rtol=1e-5, atol=1e-5)
-
-
-A_, B_, H_ = make_linear()
-BAD_LINEAR = [
-    (dict(a=A_[0, 0, 0], b=B_[0, 0, 0]), ValueError, "a: expected at least 2 dimensions"),
-    (dict(a=A_, b=B_[:, :-1]), ValueError, r"b: expected shape \(2, 9, 3, 2\)"),
-    (dict(a=A_, b=B_.double()), TypeError, r"b: expected dtype in \(float32\)"),
-    (dict(a=A_.int(), b=B_.int()), TypeError, "a: expected dtype in"),
-    (dict(a=A_, b=B_, initial_state=H_[:, :2]), ValueError, r"initial_state: expected shape \(2, 3, 2\)"),
-    (dict(a=A_, b=_with_nan(B_, (0, 1, 2, 1))), ValueError, r"b: expected finite values, got nan at index \(0, 1, 2, 1\)"),
-    (dict(a=A_ * 1e30, b=B_ * 1e30), ValueError, "overflowed"),
-    (dict(a=A_, b=B_, backend="mamba_ssm"), ValueError, "backend: expected one of"),
-]
-
-
-@pytest.mark.parametrize(("kw", "error", "message"), BAD_LINEAR)
-def test_linear_scan_refuses_bad_input(kw, error, message):
-    with pytest.raises(error, match=message):
-        linear_scan(**kw)
-
-
 # ---------------------------------------------------------------- triton (interpreter)
 
 
@@ -449,13 +358,6 @@ def test_triton_dtypes_and_non_contiguous(triton_interpreter, dtype):
 
 def test_triton_length_one(triton_interpreter):
     assert_agree(make_inputs(batch=1, dim=2, length=1, nstate=3), "triton")
-
-
-@pytest.mark.parametrize("h0", [True, False])
-def test_triton_linear_matches_reference(triton_interpreter, h0):
-    linear_agree(*make_linear(length=12, h0=h0), "triton", 1e-5, 1e-5)
-    with pytest.raises(ValueError, match="real dtypes only"):
-        linear_scan(*make_linear(dtype=torch.complex64), backend="triton")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprob.ssm import lti
-from seqprob.ssm.kernels import (
+from seqprob.ssm.conv_kernels import (
     CompanionKernel,
     DPLRKernel,
     S4DKernel,

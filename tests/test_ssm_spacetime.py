@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from seqprob.core import load
 from seqprob.ssm import S4D, SpaceTime
-from seqprob.ssm.kernels import companion_matrix
+from seqprob.ssm.conv_kernels import companion_matrix
 from seqprob.ssm.spacetime import preprocessing_taps
 
 

@@ -4,7 +4,7 @@ from seqprob.core.contract import SequenceModel, State
 from seqprob.core.device import resolve_device
 from seqprob.core.language import LanguageModel, LMOutput
 from seqprob.core.persist import Persistable, load, load_checkpoint, register, save_checkpoint
-from seqprob.core.scan import linear_scan, selective_scan
+from seqprob.core.scan import selective_scan, selective_state_update
 
 __all__ = [
     "LMOutput",
@@ -12,11 +12,11 @@ __all__ = [
     "Persistable",
     "SequenceModel",
     "State",
-    "linear_scan",
     "load",
     "load_checkpoint",
     "register",
     "resolve_device",
     "save_checkpoint",
     "selective_scan",
+    "selective_state_update",
 ]

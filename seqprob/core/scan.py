@@ -1,12 +1,17 @@
-"""The dispatching scan ops: ``selective_scan`` and ``linear_scan``.
+"""The dispatching selective-scan ops: ``selective_scan`` (a sequence) and
+``selective_state_update`` (one token, mamba_ssm's signature, the state updated in place).
+
+Each op is a checked entry point (shapes, dtypes, devices, finite inputs, finite result) over
+an unchecked core (``*_unchecked``: backend choice and the kernel call only), which composite
+models call after checking their own inputs once at their boundary.
 
 Backends (``backend=``):
 
-- ``"cpu"``: fused numba kernels (forward and backward), CPU tensors.
-- ``"triton"``: Triton kernels (forward and backward), CUDA tensors; CPU tensors only under
-  ``TRITON_INTERPRET=1`` (the interpreter, for tests). Needs ``pip install 'seqprob[gpu]'``.
-- ``"mamba_ssm"``: ``mamba_ssm``'s CUDA kernel (``pip install 'seqprob[cuda]'``), CUDA
-  tensors, fp32/fp16/bf16 only. It has no ``initial_state`` and no gradient through the last
+- ``"cpu"``: fused numba kernels (scan forward and backward, the step), CPU tensors.
+- ``"triton"``: Triton kernels, CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1``
+  (the interpreter, for tests). Needs ``pip install 'seqprob[gpu]'``.
+- ``"mamba_ssm"``: ``mamba_ssm``'s kernels (``pip install 'seqprob[cuda]'``), CUDA tensors,
+  fp32/fp16/bf16 only. Its scan has no ``initial_state`` and no gradient through the last
   state, so it refuses ``initial_state`` and, when gradients are recorded,
   ``return_last_state`` (use ``"triton"`` for those).
 - ``"reference"``: the sequential loop, the oracle; never chosen by ``"auto"`` unless nothing
@@ -28,6 +33,7 @@ instead of being returned.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -43,18 +49,17 @@ from seqprob.core.validation import (
     check_shape,
     check_tensor,
 )
-from seqprob.kernels.reference import linear_scan_ref, selective_scan_ref
+from seqprob.kernels.limits import SCAN_MAX_STATE
+from seqprob.kernels.reference import selective_scan_ref, selective_state_update_ref
 
 BACKENDS = ("auto", "cpu", "triton", "mamba_ssm", "reference")
-LINEAR_BACKENDS = ("auto", "cpu", "triton", "reference")
-MAX_STATE = 256
 FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 A_FLOATS = (torch.float32, torch.float64)
-LINEAR_DTYPES = (*FLOATS, torch.complex64, torch.complex128)
 INSTALL = {"triton": "pip install 'seqprob[gpu]'", "mamba_ssm": "pip install 'seqprob[cuda]'"}
 _WARNED: set[str] = set()
 
 
+@functools.cache
 def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -96,6 +101,11 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, UserWarning, stacklevel=4)
 
 
+def _device(x: Tensor) -> torch.device:
+    """Where the op runs (the device of its first tensor; one seam for tests)."""
+    return x.device
+
+
 def _require(backend: str, device: torch.device) -> None:
     """Raise unless ``backend`` can run on ``device``, naming what is missing."""
     if backend == "cpu" and device.type != "cpu":
@@ -116,9 +126,34 @@ def _auto(device: torch.device, mamba_ok: bool) -> str:
         return "mamba_ssm"
     if device.type == "cuda" and _importable("triton"):
         return "triton"
-    _warn_once(f"selective_scan/linear_scan: no fast backend for tensors on {device} "
-               f"({INSTALL['triton']}); using the slow 'reference' backend")
+    _warn_once(f"selective_scan/selective_state_update: no fast backend for tensors on "
+               f"{device} ({INSTALL['triton']}); using the slow 'reference' backend")
     return "reference"
+
+
+def _resolve(backend: str, device: torch.device, mamba_ok: bool, unsupported: str) -> str:
+    """The concrete backend for a call: ``auto``'s choice or the requested one, checked."""
+    name = _auto(device, mamba_ok) if backend == "auto" else backend
+    _require(name, device)
+    if name == "mamba_ssm" and not mamba_ok:
+        raise ValueError(f"backend='mamba_ssm' supports {unsupported}: use backend='triton'")
+    return name
+
+
+def _check_state_size(nstate: int, name: str) -> None:
+    if nstate > SCAN_MAX_STATE:
+        raise ValueError(f"{name}: expected at most {SCAN_MAX_STATE} state dimensions "
+                         f"(N = {name}.shape[1]), got {nstate}")
+
+
+def _check_optional(optional, dims: dict[str, int]) -> list[tuple[str, Tensor]]:
+    """Shapes and dtypes of the ``(name, tensor or None, spec)`` arguments given."""
+    given = []
+    for name, x, spec in optional:
+        if x is not None:
+            check_dtype(check_shape(x, name, spec, dims), name, FLOATS)
+            given.append((name, x))
+    return given
 
 
 def _check_selective(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None:
@@ -127,28 +162,22 @@ def _check_selective(u, delta, A, B, C, D, z, delta_bias, initial_state) -> None
     check_dtype(check_shape(u, "u", ("batch", "dim", "length"), dims), "u", FLOATS)
     check_dtype(check_shape(delta, "delta", ("batch", "dim", "length"), dims), "delta", FLOATS)
     check_dtype(check_shape(A, "A", ("dim", "N"), dims), "A", A_FLOATS)
-    if dims["N"] > MAX_STATE:
-        raise ValueError(f"A: expected at most {MAX_STATE} state dimensions (N = A.shape[1]), "
-                         f"got {dims['N']}")
+    _check_state_size(dims["N"], "A")
     for name, x in (("B", B), ("C", C)):
         spec = ("dim", "N") if check_tensor(x, name).dim() == 2 else ("batch", "N", "length")
         check_dtype(check_shape(x, name, spec, dims), name, FLOATS)
-    optional = (("D", D, ("dim",)), ("z", z, ("batch", "dim", "length")),
-                ("delta_bias", delta_bias, ("dim",)),
-                ("initial_state", initial_state, ("batch", "dim", "N")))
-    for name, x, spec in optional:
-        if x is not None:
-            check_dtype(check_shape(x, name, spec, dims), name, FLOATS)
-    named = [("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C),
-             *((name, x) for name, x, _ in optional if x is not None)]
-    _check_device_and_finite(named)
+    given = _check_optional((("D", D, ("dim",)), ("z", z, ("batch", "dim", "length")),
+                             ("delta_bias", delta_bias, ("dim",)),
+                             ("initial_state", initial_state, ("batch", "dim", "N"))), dims)
+    _check_device_and_finite([("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C),
+                              *given])
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:
     """One fused test: min and max of every tensor are finite (NaN and inf propagate).
     ``amin``/``amax`` read strided views in place (``aminmax`` would copy them first)."""
-    real = [torch.view_as_real(x.detach()) if x.is_complex() else x.detach() for x in tensors]
-    ends = [v.double() for x in real if x.numel() for v in (x.amin(), x.amax())]
+    ends = [v.double() for x in tensors if x.numel() for v in (x.detach().amin(),
+                                                              x.detach().amax())]
     return not ends or bool(torch.isfinite(torch.stack(ends)).all())
 
 
@@ -184,6 +213,25 @@ def _selective_backend(name: str) -> Callable:
     return selective_scan_ref
 
 
+def selective_scan_unchecked(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                             D: Tensor | None = None, z: Tensor | None = None,
+                             delta_bias: Tensor | None = None, delta_softplus: bool = False,
+                             initial_state: Tensor | None = None,
+                             return_last_state: bool = False, backend: str = "auto"
+                             ) -> Tensor | tuple[Tensor, Tensor]:
+    """:func:`selective_scan` on inputs the caller has checked: no validation, no finiteness
+    test (no host synchronization); only the backend choice and the kernel."""
+    grad_last = return_last_state and torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad
+        for x in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+    mamba_ok = (initial_state is None and not grad_last and u.dtype != torch.float64
+                and A.dtype == torch.float32)
+    name = _resolve(backend, _device(u), mamba_ok, "neither initial_state, nor gradients "
+                    "through the last state, nor fp64")
+    return _selective_backend(name)(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
+                                    initial_state, return_last_state)
+
+
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                    D: Tensor | None = None, z: Tensor | None = None,
                    delta_bias: Tensor | None = None, delta_softplus: bool = False,
@@ -199,67 +247,66 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
     """
     check_choice(backend, "backend", BACKENDS)
     _check_selective(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    grad_last = return_last_state and torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad
-        for x in (u, delta, A, B, C, D, z, delta_bias, initial_state))
-    mamba_ok = (initial_state is None and not grad_last and u.dtype != torch.float64
-                and A.dtype == torch.float32)
-    name = _auto(u.device, mamba_ok) if backend == "auto" else backend
-    _require(name, u.device)
-    if name == "mamba_ssm" and not mamba_ok:
-        raise ValueError("backend='mamba_ssm' supports neither initial_state, nor gradients "
-                         "through the last state, nor fp64: use backend='triton'")
-    out = _selective_backend(name)(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus),
-                                   initial_state, return_last_state)
+    out = selective_scan_unchecked(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                   initial_state, return_last_state, backend)
     _check_result(out[0] if return_last_state else out, "selective_scan")
     return out
 
 
-def _check_linear(a: Tensor, b: Tensor, initial_state: Tensor | None) -> None:
-    check_tensor(a, "a")
-    check_tensor(b, "b")
-    if a.dim() < 2:
-        raise ValueError(f"a: expected at least 2 dimensions (batch, length, ...), got shape "
-                         f"{tuple(a.shape)}")
-    check_shape(b, "b", tuple(a.shape))
-    check_dtype(a, "a", LINEAR_DTYPES)
-    check_dtype(b, "b", (a.dtype,))
-    named = [("a", a), ("b", b)]
-    if initial_state is not None:
-        check_shape(initial_state, "initial_state", (a.shape[0], *a.shape[2:]))
-        check_dtype(initial_state, "initial_state", (a.dtype,))
-        named.append(("initial_state", initial_state))
-    _check_device_and_finite(named)
+def _check_step(state, x, dt, A, B, C, D, z, dt_bias) -> None:
+    """Shapes, dtypes, device and finiteness of selective_state_update's inputs."""
+    dims: dict[str, int] = {}
+    check_dtype(check_shape(state, "state", ("batch", "dim", "N"), dims), "state", FLOATS)
+    _check_state_size(dims["N"], "state")
+    for name, t in (("x", x), ("dt", dt)):
+        check_dtype(check_shape(t, name, ("batch", "dim"), dims), name, FLOATS)
+    check_dtype(check_shape(A, "A", ("dim", "N"), dims), "A", A_FLOATS)
+    for name, t in (("B", B), ("C", C)):
+        check_dtype(check_shape(t, name, ("batch", "N"), dims), name, FLOATS)
+    given = _check_optional((("D", D, ("dim",)), ("z", z, ("batch", "dim")),
+                             ("dt_bias", dt_bias, ("dim",))), dims)
+    _check_device_and_finite([("state", state), ("x", x), ("dt", dt), ("A", A), ("B", B),
+                              ("C", C), *given])
 
 
-def _linear_backend(name: str) -> Callable:
+def _step_backend(name: str) -> Callable:
     if name == "cpu":
-        from seqprob.kernels.cpu import linear_scan_cpu
-        return linear_scan_cpu
+        from seqprob.kernels.cpu_step import selective_state_update_cpu
+        return selective_state_update_cpu
     if name == "triton":
-        from seqprob.kernels.triton_scan import linear_scan_triton
-        return linear_scan_triton
-    return linear_scan_ref
+        from seqprob.kernels.triton_step import selective_state_update_triton
+        return selective_state_update_triton
+    if name == "mamba_ssm":
+        from mamba_ssm.ops.triton.selective_state_update import selective_state_update
+        return selective_state_update
+    return selective_state_update_ref
 
 
-def linear_scan(a: Tensor, b: Tensor, initial_state: Tensor | None = None,
-                backend: str = "auto") -> Tensor:
-    """h_t = a_t * h_{t-1} + b_t along dim 1 of ``(batch, length, ...)``; returns all h_t.
+def selective_state_update_unchecked(state: Tensor, x: Tensor, dt: Tensor, A: Tensor,
+                                     B: Tensor, C: Tensor, D: Tensor | None = None,
+                                     z: Tensor | None = None, dt_bias: Tensor | None = None,
+                                     dt_softplus: bool = False, backend: str = "auto"
+                                     ) -> Tensor:
+    """:func:`selective_state_update` on inputs the caller has checked (``Mamba.step``)."""
+    mamba_ok = torch.float64 not in (x.dtype, state.dtype, A.dtype)
+    name = _resolve(backend, _device(x), mamba_ok, "no fp64")
+    return _step_backend(name)(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
 
-    ``a`` and ``b`` share shape and dtype (fp32/fp16/bf16/fp64, or complex64/complex128 on
-    ``cpu`` and ``reference``); ``initial_state`` is ``(batch, ...)``, zeros when omitted.
-    fp16/bf16 are computed in fp32 and returned in their dtype. Differentiable.
+
+def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
+                           C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+                           dt_bias: Tensor | None = None, dt_softplus: bool = False,
+                           backend: str = "auto") -> Tensor:
+    """One token of :func:`selective_scan`, mamba_ssm's ``selective_state_update``.
+
+    ``state`` (batch, dim, N), N <= 256, is updated in place to ``exp(dt A) state + dt B x``;
+    returns ``y = state C + D x``, times ``silu(z)``, (batch, dim) in ``x``'s dtype.
+    ``x, dt, z``: (batch, dim); ``A``: (dim, N); ``B, C``: (batch, N); ``D, dt_bias``:
+    (dim,); ``dt`` is ``softplus(dt + dt_bias)`` when ``dt_softplus``. Not differentiable.
+    A non-finite result raises (``state`` has been updated by then).
     """
-    check_choice(backend, "backend", LINEAR_BACKENDS)
-    _check_linear(a, b, initial_state)
-    name = _auto(a.device, mamba_ok=False) if backend == "auto" else backend
-    _require(name, a.device)
-    if name == "triton" and a.is_complex():
-        raise ValueError(f"backend='triton' supports real dtypes only, got {a.dtype}: use "
-                         "backend='cpu' or 'reference'")
-    dtype = a.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        a, b = a.float(), b.float()
-        initial_state = initial_state.float() if initial_state is not None else None
-    out = _linear_backend(name)(a, b, initial_state)
-    return _check_result(out, "linear_scan").to(dtype)
+    check_choice(backend, "backend", BACKENDS)
+    _check_step(state, x, dt, A, B, C, D, z, dt_bias)
+    y = selective_state_update_unchecked(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus,
+                                         backend)
+    return _check_result(y, "selective_state_update")

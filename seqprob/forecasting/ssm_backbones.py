@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from seqprob.core.validation import check_int
 from seqprob.ssm import S4, S4D, Mamba, SpaceTime
+from seqprob.ssm.checks import check_sequence
 
 
 class SpaceTimeBackbone(nn.Module):
@@ -63,10 +64,13 @@ class _SSMEncoder(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``(B, L, n_channels)``, checked here once; the layers run unchecked and
+        without their final states (``outputs_unchecked``)."""
+        check_sequence(x, "x", self.n_channels, None)
         b = x.shape[0]
         h = self.embed(x)  # (B, L, D)
         for layer, norm in zip(self.layers, self.norms, strict=True):
-            h = h + layer(norm(h))[0]
+            h = h + layer.outputs_unchecked(norm(h))
         out = self.head(h[:, -1]).reshape(b, self.horizon, self.n_channels, self.n_outputs)
         if self.skip is not None:
             skip = self.skip(x.transpose(1, 2))  # (B, C, H * O)

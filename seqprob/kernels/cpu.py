@@ -30,11 +30,12 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 from torch import Tensor
 
+from seqprob.kernels.limits import SCAN_MAX_STATE
 from seqprob.kernels.threads import launch_threads, parallel_launch
 
 CHUNK = 64  # steps between stored states in the forward; the backward's buffer holds one chunk
 WIDTH = 64  # channels per task of the channel kernels (the state tile is (N, WIDTH))
-_NMAX = 256  # the largest N the kernels take (``seqprob.core.scan.MAX_STATE`` checks it)
+_NMAX = SCAN_MAX_STATE  # the largest N the kernels take (``seqprob.core.scan`` checks it)
 _LAMT, _DA = _NMAX, 2 * _NMAX  # offsets in the backward's per-task buffer
 _JIT = {"fastmath": True, "cache": True}
 
@@ -493,68 +494,3 @@ def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     y, last = SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, initial_state,
                                      bool(delta_softplus))
     return (y, last) if return_last_state else y
-
-
-@njit(parallel=True, **_JIT)
-def _linear_fwd(a, b, h0, out):
-    """h_t = a_t h_{t-1} + b_t over axis 1 of (batch, L, F); blocks of 64 features in parallel."""
-    nbatch, length, nfeat = a.shape
-    nblock = (nfeat + 63) // 64
-    for p in prange(nbatch * nblock):
-        i, f0 = p // nblock, (p % nblock) * 64
-        h = h0[i, f0:min(nfeat, f0 + 64)].copy()
-        for t in range(length):
-            for f in range(h.shape[0]):
-                h[f] = a[i, t, f0 + f] * h[f] + b[i, t, f0 + f]
-                out[i, t, f0 + f] = h[f]
-
-
-@njit(parallel=True, **_JIT)
-def _linear_bwd(a, h0, out, gout, da, db, dh0):
-    """Adjoint: lam_t = g_t + conj(a_{t+1}) lam_{t+1}; db_t = lam_t; da_t = lam_t conj(h_{t-1})."""
-    nbatch, length, nfeat = a.shape
-    nblock = (nfeat + 63) // 64
-    for p in prange(nbatch * nblock):
-        i, f0 = p // nblock, (p % nblock) * 64
-        lam = np.zeros(min(nfeat, f0 + 64) - f0, dtype=a.dtype)
-        for t in range(length - 1, -1, -1):
-            for f in range(lam.shape[0]):
-                lam[f] += gout[i, t, f0 + f]
-                db[i, t, f0 + f] = lam[f]
-                prev = out[i, t - 1, f0 + f] if t > 0 else h0[i, f0 + f]
-                da[i, t, f0 + f] = lam[f] * np.conj(prev)
-                lam[f] *= np.conj(a[i, t, f0 + f])
-        dh0[i, f0:f0 + lam.shape[0]] = lam
-
-
-class LinearScanCPU(torch.autograd.Function):
-    """Autograd wrapper for the first-order diagonal recurrence on (batch, L, F) tensors."""
-
-    @staticmethod
-    def forward(ctx, a, b, h0):
-        a_np, b_np, h0_np = _np(a), _np(b), _np(h0)
-        out = torch.empty(b.shape, dtype=b.dtype)                                # (B L F)
-        with parallel_launch(a.shape[0] * -(-a.shape[2] // 64)):
-            _linear_fwd(a_np, b_np, h0_np, out.numpy())
-        ctx.save_for_backward(a, h0, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, gout):
-        a, h0, out = ctx.saved_tensors
-        da, db = (torch.empty(a.shape, dtype=a.dtype) for _ in range(2))          # (B L F)
-        dh0 = torch.empty(h0.shape, dtype=h0.dtype)
-        with parallel_launch(a.shape[0] * -(-a.shape[2] // 64)):
-            _linear_bwd(_np(a), _np(h0), _np(out), _np(gout.to(a.dtype)), da.numpy(),
-                        db.numpy(), dh0.numpy())
-        return da, db, dh0
-
-
-def linear_scan_cpu(a: Tensor, b: Tensor, initial_state: Tensor | None = None) -> Tensor:
-    """Same results as ``linear_scan_ref`` for ``(batch, length, ...)`` inputs of one dtype
-    (fp32/fp64/complex64/complex128); trailing dims are flattened for the kernel."""
-    batch, length = a.shape[:2]
-    h0 = initial_state if initial_state is not None else torch.zeros_like(b[:, 0])
-    out = LinearScanCPU.apply(a.reshape(batch, length, -1), b.reshape(batch, length, -1),
-                              h0.reshape(batch, -1))
-    return out.reshape(b.shape)

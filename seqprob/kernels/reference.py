@@ -49,15 +49,28 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     return (y, x) if return_last_state else y
 
 
-def linear_scan_ref(a: Tensor, b: Tensor, initial_state: Tensor | None = None) -> Tensor:
-    """h_t = a_t * h_{t-1} + b_t over dim 1 of ``a, b`` ``(batch, length, ...)``.
+def selective_state_update_ref(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
+                               C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
+                               dt_bias: Tensor | None = None, dt_softplus: bool = False
+                               ) -> Tensor:
+    """One step of ``selective_scan_ref``: ``state`` (batch, dim, N) is updated in place.
 
-    ``initial_state`` is ``(batch, ...)`` (zeros when omitted). Returns every ``h_t``,
-    shape ``(batch, length, ...)``. Real or complex.
+    ``x, dt, z``: (batch, dim); ``A``: (dim, N); ``B, C``: (batch, N); ``D, dt_bias``:
+    (dim,). Returns ``y`` (batch, dim) in ``x``'s dtype.
     """
-    h = initial_state if initial_state is not None else torch.zeros_like(b[:, 0])
-    out = []
-    for t in range(a.shape[1]):
-        h = a[:, t] * h + b[:, t]
-        out.append(h)
-    return torch.stack(out, dim=1) if out else torch.zeros_like(b)
+    wide = torch.promote_types(torch.float32, torch.promote_types(x.dtype, state.dtype))
+    dt = dt.to(wide)
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(wide)
+    if dt_softplus:
+        dt = F.softplus(dt)
+    u = x.to(wide)
+    decay = torch.exp(dt[..., None] * A.to(wide))                                # (B D N)
+    h = decay * state.to(wide) + (dt * u)[..., None] * B.to(wide)[:, None, :]
+    state.copy_(h)
+    y = (h * C.to(wide)[:, None, :]).sum(-1)                                     # (B D)
+    if D is not None:
+        y = y + D.to(wide) * u
+    if z is not None:
+        y = y * F.silu(z.to(wide))
+    return y.to(x.dtype)

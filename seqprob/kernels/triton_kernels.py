@@ -157,38 +157,6 @@ def selective_bwd(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
     tl.atomic_add(dbias_ptr + offs_d, dbias_acc, mask=mask_d)
 
 @triton.jit
-def linear_fwd(a_ptr, b_ptr, h0_ptr, out_ptr, length, nfeat, BLOCK: tl.constexpr):
-    i = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < nfeat
-    h = tl.load(h0_ptr + i * nfeat + offs, mask=mask, other=0.0)
-    base = i * length * nfeat + offs
-    for t in range(length):
-        h = tl.load(a_ptr + base + t * nfeat, mask=mask) * h + tl.load(
-            b_ptr + base + t * nfeat, mask=mask)
-        tl.store(out_ptr + base + t * nfeat, h, mask=mask)
-
-@triton.jit
-def linear_bwd(a_ptr, h0_ptr, out_ptr, gout_ptr, da_ptr, db_ptr, dh0_ptr, length, nfeat,
-               BLOCK: tl.constexpr):
-    i = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < nfeat
-    base = i * length * nfeat + offs
-    lam = tl.zeros([BLOCK], dtype=a_ptr.dtype.element_ty)
-    for tt in range(length):
-        t = length - 1 - tt
-        lam += tl.load(gout_ptr + base + t * nfeat, mask=mask, other=0.0)
-        tl.store(db_ptr + base + t * nfeat, lam, mask=mask)
-        if t > 0:
-            prev = tl.load(out_ptr + base + (t - 1) * nfeat, mask=mask, other=0.0)
-        else:
-            prev = tl.load(h0_ptr + i * nfeat + offs, mask=mask, other=0.0)
-        tl.store(da_ptr + base + t * nfeat, lam * prev, mask=mask)
-        lam = lam * tl.load(a_ptr + base + t * nfeat, mask=mask, other=0.0)
-    tl.store(dh0_ptr + i * nfeat + offs, lam, mask=mask)
-
-@triton.jit
 def selective_step(state_ptr, x_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
                    out_ptr, dim, nstate, s_b, s_d, s_n,
                    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,

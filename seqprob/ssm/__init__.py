@@ -3,7 +3,9 @@
 from seqprob.ssm.layers import S4, S4D, CompanionSSM
 from seqprob.ssm.lm import MambaLM
 from seqprob.ssm.mamba import Mamba
+from seqprob.ssm.mamba_ssm_compat import MambaSimple, mamba_lm_from_state_dict
 from seqprob.ssm.spacetime import SpaceTime
 from seqprob.ssm.tokenizer import ByteTokenizer
 
-__all__ = ["S4", "S4D", "ByteTokenizer", "CompanionSSM", "Mamba", "MambaLM", "SpaceTime"]
+__all__ = ["S4", "S4D", "ByteTokenizer", "CompanionSSM", "Mamba", "MambaLM", "MambaSimple",
+           "SpaceTime", "mamba_lm_from_state_dict"]

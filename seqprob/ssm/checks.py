@@ -8,15 +8,17 @@ from seqprob.core.contract import State
 from seqprob.core.validation import check_finite, check_shape, check_tensor, describe
 
 
-def check_sequence(x: Tensor, name: str, d_model: int, max_length: int | None) -> Tensor:
-    """``x`` of shape ``(batch, length, d_model)``, floating, finite, not too long."""
+def check_sequence(x: Tensor, name: str, d_model: int, max_length: int | None,
+                   limit_name: str = "l_max") -> Tensor:
+    """``x`` of shape ``(batch, length, d_model)``, floating, finite, not longer than
+    ``max_length`` (the argument the user set it with: ``limit_name``)."""
     check_tensor(x, name)
     check_shape(x, name, ("batch", "length", d_model))
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point tensor, got {describe(x)}")
     if max_length is not None and x.shape[1] > max_length:
         raise ValueError(f"{name}: expected a length <= {max_length} (the configured maximum, "
-                         f"l_max), got length {x.shape[1]}")
+                         f"{limit_name}), got length {x.shape[1]}")
     return check_finite(x, name)
 
 

@@ -9,6 +9,7 @@ length), so chunked runs continue exactly.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
@@ -20,7 +21,7 @@ from seqprob.core.contract import SequenceModel, State
 from seqprob.core.persist import Persistable, register
 from seqprob.core.validation import check_int, check_shape
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
-from seqprob.ssm.kernels import CompanionKernel, DPLRKernel, S4DKernel
+from seqprob.ssm.conv_kernels import CompanionKernel, DPLRKernel, S4DKernel
 from seqprob.ssm.lti import fft_conv, final_state, recurrence_step, state_response
 
 
@@ -34,7 +35,7 @@ class SSMState(State):
 class LTISSM(SequenceModel, Persistable):
     """Base of the convolutional SSM layers: ``y = post(conv(u, K) + D u)``.
 
-    Subclasses build ``self.kernel`` (a module of :mod:`seqprob.ssm.kernels`) and ``self.post``
+    Subclasses build ``self.kernel`` (a module of :mod:`seqprob.ssm.conv_kernels`) and ``self.post``
     (position-wise output map). ``mask`` ``(batch, length)`` zeroes padded positions' inputs.
     """
 
@@ -46,21 +47,39 @@ class LTISSM(SequenceModel, Persistable):
         self.d_model = d_model
         self.D = nn.Parameter(torch.randn(d_model))
 
+    @abc.abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments (each concrete layer has its own)."""
+
     def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> SSMState:
         n, state_dtype = self.kernel.state_size, self.kernel.state_dtype
         return SSMState(torch.zeros(batch_size, self.d_model, n, dtype=state_dtype,
                                     device=device or self.D.device))
 
-    def _checked_state(self, state: State | None, batch: int) -> SSMState | None:
+    def checked_state(self, state: State | None, batch: int) -> SSMState | None:
         if state is None:
             return None
         return check_state(state, self.init_state(batch, device="meta"),
                            type(self).__name__)
 
+    def _check_input(self, x: Tensor, mask: Tensor | None) -> None:
+        check_sequence(x, "x", self.d_model, self.kernel.max_length)
+        if mask is not None:
+            check_shape(mask, "mask", tuple(x.shape[:2]))
+
     def forward(self, x: Tensor, state: State | None = None, *, mask: Tensor | None = None
                 ) -> tuple[Tensor, SSMState]:
-        """``x`` ``(B, L, d_model)`` -> ``(y (B, L, d_model), final state)``."""
-        y, u, state = self._outputs(x, state, mask)
+        """``x`` ``(B, L, d_model)`` -> ``(y (B, L, d_model), final state)``; ``B = 0`` or
+        ``L = 0`` returns an empty ``y`` and the state unchanged."""
+        self._check_input(x, mask)
+        return self.forward_unchecked(x, self.checked_state(state, x.shape[0]), mask)
+
+    def forward_unchecked(self, x: Tensor, state: SSMState | None, mask: Tensor | None
+                          ) -> tuple[Tensor, SSMState]:
+        """:meth:`forward` on checked inputs (a composite model's inner call; no checks)."""
+        y, u = self._outputs(x, state, mask)
+        if u.numel() == 0:
+            return y, state or self.init_state(x.shape[0], device=x.device)
         trans, b, _ = self.kernel.recurrence()
         last = final_state(trans, b, u, None if state is None else state.x)
         return y, SSMState(last)
@@ -68,28 +87,35 @@ class LTISSM(SequenceModel, Persistable):
     def outputs(self, x: Tensor, *, mask: Tensor | None = None) -> Tensor:
         """``forward(x)[0]`` from the zero state without the final state (training paths
         that discard it): ``(B, L, d_model)`` -> ``(B, L, d_model)``."""
+        self._check_input(x, mask)
+        return self.outputs_unchecked(x, mask)
+
+    def outputs_unchecked(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """:meth:`outputs` on checked inputs."""
         return self._outputs(x, None, mask)[0]
 
-    def _outputs(self, x: Tensor, state: State | None, mask: Tensor | None
-                 ) -> tuple[Tensor, Tensor, SSMState | None]:
-        """``(y (B, L, d_model), u (B, d_model, L) masked input, checked state)``."""
-        check_sequence(x, "x", self.d_model, self.kernel.max_length)
-        state = self._checked_state(state, x.shape[0])
+    def _outputs(self, x: Tensor, state: SSMState | None, mask: Tensor | None
+                 ) -> tuple[Tensor, Tensor]:
+        """``(y (B, L, d_model), u (B, d_model, L) masked input)`` on checked inputs."""
         u = x.mT.float()                                                          # (B H L)
         if mask is not None:
-            check_shape(mask, "mask", (x.shape[0], x.shape[1]))
             u = u * mask[:, None, :].to(u.dtype)
         length = u.shape[-1]
+        if u.numel() == 0:                                  # an empty batch or length
+            return self.post(u.mT).to(x.dtype), u
         y = fft_conv(u, self.kernel(length)) + self.D[:, None] * u                # (B H L)
         if state is not None:
             trans, _, c = self.kernel.recurrence()
             y = y + state_response(trans, c, state.x, length)
-        return self.post(y.mT).to(x.dtype), u, state
+        return self.post(y.mT).to(x.dtype), u
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, SSMState]:
         """``x_t`` ``(B, d_model)`` -> ``(y_t (B, d_model), state)``."""
         check_step_input(x_t, "x_t", self.d_model)
-        state = self._checked_state(state, x_t.shape[0])
+        return self.step_unchecked(x_t, self.checked_state(state, x_t.shape[0]))
+
+    def step_unchecked(self, x_t: Tensor, state: SSMState) -> tuple[Tensor, SSMState]:
+        """:meth:`step` on checked inputs."""
         trans, b, c = self.kernel.recurrence()
         u = x_t.float()
         y, x = recurrence_step(trans, b, c, state.x, u)

@@ -9,9 +9,11 @@ to the embedding. The mixer is a :class:`~seqprob.ssm.mamba.Mamba` block, or an
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqprob.core.contract import State
@@ -40,11 +42,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d_model))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
 class ResidualBlock(nn.Module):
-    """``h + mixer(norm(h))`` in parallel or step mode."""
+    """``h + mixer(norm(h))`` in parallel or step mode, on inputs and states the language
+    model has checked (the mixers' unchecked cores)."""
 
     def __init__(self, mixer: nn.Module, d_model: int):
         super().__init__()
@@ -53,11 +56,11 @@ class ResidualBlock(nn.Module):
 
     def forward(self, h: Tensor, state: State | None, mask: Tensor | None
                 ) -> tuple[Tensor, State]:
-        y, state = self.mixer(self.norm(h), state, mask=mask)
+        y, state = self.mixer.forward_unchecked(self.norm(h), state, mask)
         return h + y, state
 
     def step(self, h: Tensor, state: State) -> tuple[Tensor, State]:
-        y, state = self.mixer.step(self.norm(h), state)
+        y, state = self.mixer.step_unchecked(self.norm(h), state)
         return h + y, state
 
 
@@ -70,9 +73,9 @@ class MambaLM(LanguageModel, Persistable):
     """
 
     def __init__(self, d_model: int = 128, n_layers: int = 2, *, vocab_size: int | None = None,
-                 d_state: int = 16, d_conv: int = 4, expand: int = 2, mixer: str = "mamba",
-                 tokenizer: str = "bytes", backend: str = "auto",
-                 random_state: int | None = None):
+                 d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: int | str = "auto", mixer: str = "mamba", tokenizer: str = "bytes",
+                 backend: str = "auto", random_state: int | None = None):
         super().__init__()
         check_int(d_model, "d_model", minimum=1)
         check_int(n_layers, "n_layers", minimum=1)
@@ -82,7 +85,8 @@ class MambaLM(LanguageModel, Persistable):
         vocab = -(-len(self.tokenizer) // 8) * 8 if vocab_size is None else vocab_size
         check_int(vocab, "vocab_size", minimum=len(self.tokenizer))
         self._config = dict(d_model=d_model, n_layers=n_layers, vocab_size=vocab,
-                            d_state=d_state, d_conv=d_conv, expand=expand, mixer=mixer,
+                            d_state=d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
+                            mixer=mixer,
                             tokenizer=tokenizer, backend=backend, random_state=random_state)
         seed = None if random_state is None else int(random_state)
         with torch.random.fork_rng(devices=[]):
@@ -91,18 +95,20 @@ class MambaLM(LanguageModel, Persistable):
             self.embedding = nn.Embedding(vocab, d_model)
             nn.init.normal_(self.embedding.weight, std=0.02)
         self.layers = nn.ModuleList(
-            ResidualBlock(self._mixer(mixer, d_model, d_state, d_conv, expand, backend,
-                                      None if seed is None else seed + 1 + i), d_model)
+            ResidualBlock(self._mixer(mixer, d_model, d_state, d_conv, expand, dt_rank,
+                                      backend, None if seed is None else seed + 1 + i),
+                          d_model)
             for i in range(n_layers))
         self.norm_f = RMSNorm(d_model)
+        self._issued: tuple[weakref.ref[LMState], int] | None = None  # last state returned
 
     @staticmethod
-    def _mixer(kind: str, d_model: int, d_state: int, d_conv: int, expand: int, backend: str,
-               seed: int | None) -> nn.Module:
+    def _mixer(kind: str, d_model: int, d_state: int, d_conv: int, expand: int,
+               dt_rank: int | str, backend: str, seed: int | None) -> nn.Module:
         if kind == "s4d":
             return S4D(d_model, max(2, 2 * (d_state // 2)), random_state=seed)
-        return Mamba(d_model, d_state, d_conv=d_conv, expand=expand, backend=backend,
-                     random_state=seed)
+        return Mamba(d_model, d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
+                     backend=backend, random_state=seed)
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -128,24 +134,31 @@ class MambaLM(LanguageModel, Persistable):
         check_shape(ids, name, ["batch", "length"][:rank])
         if ids.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"{name}: expected integer token ids (int64), got {describe(ids)}")
-        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
-            raise ValueError(f"{name}: expected ids in [0, {self.vocab_size}), got values in "
-                             f"[{int(ids.min())}, {int(ids.max())}]")
+        if ids.numel():
+            low, high = (int(v) for v in torch.stack(torch.aminmax(ids)).tolist())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(f"{name}: expected ids in [0, {self.vocab_size}), got values "
+                                 f"in [{low}, {high}]")
 
     def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None) -> LMState:
         device = device or self.embedding.weight.device
         return LMState(tuple(block.mixer.init_state(batch_size, device=device, dtype=dtype)
                              for block in self.layers))
 
-    def _layer_states(self, state: State | None) -> tuple[State | None, ...]:
+    def _layer_states(self, state: State | None, batch: int) -> tuple[State | None, ...]:
+        """The per-layer states, checked once (class, layer count, every tensor's shape); the
+        state this model returned last (token-by-token generation) is known to be valid."""
         if state is None:
             return (None,) * len(self.layers)
+        if self._issued is not None and self._issued[0]() is state and self._issued[1] == batch:
+            return state.layers
         if not isinstance(state, LMState) or len(state.layers) != len(self.layers):
             got = (f"{len(state.layers)} layers" if isinstance(state, LMState)
                    else type(state).__name__)
             raise ValueError(f"state: expected an LMState with {len(self.layers)} layers from "
                              f"MambaLM.init_state, got {got} (a state from a different model)")
-        return state.layers
+        return tuple(block.mixer.checked_state(layer_state, batch)
+                     for block, layer_state in zip(self.layers, state.layers, strict=True))
 
     def run(self, *, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None,
             state: State | None = None, attention_mask: Tensor | None = None) -> LMOutput:
@@ -157,22 +170,38 @@ class MambaLM(LanguageModel, Persistable):
             raise ValueError("input_ids, inputs_embeds: expected exactly one of them")
         h = self.embed(input_ids) if input_ids is not None else inputs_embeds
         check_sequence(h, "inputs_embeds", self.hidden_size, None)
+        if h.dtype != self.embedding.weight.dtype:
+            raise TypeError(f"inputs_embeds: expected dtype {self.embedding.weight.dtype} (the "
+                            f"model's), got {h.dtype}")
         if attention_mask is not None:
             check_shape(attention_mask, "attention_mask", tuple(h.shape[:2]))
         states = []
-        for block, layer_state in zip(self.layers, self._layer_states(state), strict=True):
+        layer_states = self._layer_states(state, h.shape[0])
+        for block, layer_state in zip(self.layers, layer_states, strict=True):
             h, layer_state = block(h, layer_state, attention_mask)
             states.append(layer_state)
         hidden = self.norm_f(h)
         logits = (hidden @ self.embedding.weight.T).float()                       # (B L V)
-        return LMOutput(logits=logits, hidden=hidden, state=LMState(tuple(states)))
+        return LMOutput(logits=logits, hidden=hidden, state=self._issue(states, h.shape[0]))
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, LMState]:
         """``x_t`` ``(B,)`` ids -> logits ``(B, vocab)`` by each layer's recurrence."""
         self._check_ids(x_t, "x_t", rank=1)
         h = self.embedding(x_t)
+        if state is None:
+            raise TypeError("state: expected an LMState from MambaLM.init_state, got None")
         states = []
-        for block, layer_state in zip(self.layers, self._layer_states(state), strict=True):
+        layer_states = self._layer_states(state, x_t.shape[0])
+        for block, layer_state in zip(self.layers, layer_states, strict=True):
             h, layer_state = block.step(h, layer_state)
             states.append(layer_state)
-        return (self.norm_f(h) @ self.embedding.weight.T).float(), LMState(tuple(states))
+        return (self.norm_f(h) @ self.embedding.weight.T).float(), self._issue(states, x_t.shape[0])
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_issued": None}            # a weak reference never pickles
+
+    def _issue(self, states: list[State], batch: int) -> LMState:
+        """The returned state, remembered (weakly) so that passing it back skips the check."""
+        state = LMState(tuple(states))
+        self._issued = (weakref.ref(state), batch)
+        return state

@@ -124,6 +124,8 @@ def fft_conv(u: Tensor, k: Tensor) -> Tensor:
     (any shapes that broadcast: ``u`` ``(B, 1, H, L)`` with ``k`` ``(K, H, L)`` convolves one
     input with ``K`` kernels and transforms ``u`` once) -> the broadcast shape."""
     length = u.shape[-1]
+    if u.numel() == 0:                  # an empty batch: FFT libraries refuse empty transforms
+        return u.new_zeros(*torch.broadcast_shapes(u.shape[:-1], k.shape[:-1]), length)
     return _CausalConv.apply(u, k, fft_size(max(length + k.shape[-1], 2)))
 
 

@@ -1,4 +1,5 @@
-"""The Mamba block: a selective SSM on ``seqprob.core.scan.selective_scan``.
+"""The Mamba block: a selective SSM on ``seqprob.core.scan``'s selective scan (parallel mode)
+and ``selective_state_update`` (step mode).
 
 ``in_proj`` splits into ``x`` and the gate ``z``; ``x`` goes through a causal depthwise
 convolution and SiLU, then the selective scan with input-dependent ``delta, B, C`` (from
@@ -17,10 +18,14 @@ from torch import Tensor, nn
 
 from seqprob.core.contract import SequenceModel, State
 from seqprob.core.persist import Persistable, register
-from seqprob.core.scan import BACKENDS, selective_scan
+from seqprob.core.scan import (
+    BACKENDS,
+    selective_scan_unchecked,
+    selective_state_update_unchecked,
+)
 from seqprob.core.validation import check_choice, check_float, check_int, check_shape
+from seqprob.kernels.limits import SCAN_MAX_STATE
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
-from seqprob.ssm.kernels import MAX_STATE
 
 
 @dataclasses.dataclass
@@ -40,7 +45,10 @@ def inverse_softplus(y: Tensor) -> Tensor:
 class Mamba(SequenceModel, Persistable):
     """Mamba block: ``(batch, length, d_model)`` -> same shape.
 
-    ``backend`` is passed to :func:`seqprob.core.scan.selective_scan` in parallel mode.
+    ``backend`` is passed to the selective scan (parallel mode) and to
+    ``selective_state_update`` (step mode). ``forward``/``step`` check their inputs;
+    ``forward_unchecked``/``step_unchecked`` are the unchecked cores that a composite model
+    (``MambaLM``) calls after checking its own inputs once.
     ``dt_rank="auto"`` means ``ceil(d_model / 16)``.
     """
 
@@ -50,7 +58,7 @@ class Mamba(SequenceModel, Persistable):
                  backend: str = "auto", random_state: int | None = None):
         super().__init__()
         check_int(d_model, "d_model", minimum=1)
-        check_int(d_state, "d_state", minimum=1, maximum=MAX_STATE)
+        check_int(d_state, "d_state", minimum=1, maximum=SCAN_MAX_STATE)
         check_int(d_conv, "d_conv", minimum=1)
         check_int(expand, "expand", minimum=1)
         check_choice(backend, "backend", BACKENDS)
@@ -84,7 +92,8 @@ class Mamba(SequenceModel, Persistable):
         a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(a))            # S4D-Real: A = -(1, 2, ..., N)
         self.D = nn.Parameter(torch.ones(self.d_inner))
-        self._expected: dict[int, MambaState] = {}   # meta-device states for _checked_state
+        self._expected: dict[int, MambaState] = {}   # meta-device states for checked_state
+        self._a_cache: tuple[tuple, Tensor] | None = None   # A for generation (no autograd)
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -95,14 +104,30 @@ class Mamba(SequenceModel, Persistable):
         return MambaState(
             conv=torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device,
                              dtype=dtype or self.D.dtype),
-            ssm=torch.zeros(batch_size, self.d_inner, self.d_state, device=device))
+            ssm=torch.zeros(batch_size, self.d_inner, self.d_state, device=device,
+                            dtype=torch.promote_types(torch.float32, self.D.dtype)))
 
-    def _checked_state(self, state: State | None, batch: int) -> MambaState | None:
+    def checked_state(self, state: State | None, batch: int) -> MambaState | None:
         if state is None:
             return None
         if batch not in self._expected:          # shapes only; built once per batch size
             self._expected[batch] = self.init_state(batch, device="meta")
         return check_state(state, self._expected[batch], "Mamba")
+
+    def _check_dtype(self, x: Tensor, name: str) -> None:
+        if x.dtype != self.D.dtype:
+            raise TypeError(f"{name}: expected dtype {self.D.dtype} (the dtype of the block's "
+                            f"parameters; convert the block with .to(dtype)), got {x.dtype}")
+
+    def _a(self) -> Tensor:
+        """``A = -exp(A_log)`` (fp32 or wider), computed once per parameter version when no
+        gradient is recorded (token-by-token generation)."""
+        if torch.is_grad_enabled():
+            return -torch.exp(self.A_log.float())
+        key = (self.A_log._version, self.A_log.data_ptr(), self.A_log.device)
+        if self._a_cache is None or self._a_cache[0] != key:
+            self._a_cache = (key, -torch.exp(self.A_log.float()))
+        return self._a_cache[1]
 
     def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``u`` ``(..., d_inner)`` -> raw ``delta`` ``(..., d_inner)`` (no bias), ``B, C``
@@ -118,49 +143,80 @@ class Mamba(SequenceModel, Persistable):
                        self.conv1d.bias, groups=self.d_inner)                    # (B Di 1 L)
         return out.squeeze(2).mT
 
+    def _check_input(self, x: Tensor, mask: Tensor | None) -> None:
+        check_sequence(x, "x", self.d_model, None)
+        self._check_dtype(x, "x")
+        if mask is not None:
+            check_shape(mask, "mask", tuple(x.shape[:2]))
+
     def forward(self, x: Tensor, state: State | None = None, *, mask: Tensor | None = None
                 ) -> tuple[Tensor, MambaState]:
         """``x`` ``(B, L, d_model)`` -> ``(y, state)``. ``mask`` ``(B, L)`` (1 real, 0 padding):
-        padded positions feed zeros to the convolution and leave the SSM state unchanged.
+        padded positions feed zeros to the convolution and leave the SSM state unchanged."""
+        self._check_input(x, mask)
+        return self.forward_unchecked(x, self.checked_state(state, x.shape[0]), mask)
+
+    def outputs(self, x: Tensor, *, mask: Tensor | None = None) -> Tensor:
+        """``forward(x)[0]`` from the zero state without the final state (training paths
+        that discard it; on CUDA the scan may then be mamba_ssm's even under autograd)."""
+        self._check_input(x, mask)
+        return self.outputs_unchecked(x, mask)
+
+    def outputs_unchecked(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """:meth:`outputs` on checked inputs."""
+        return self.forward_unchecked(x, None, mask, with_state=False)[0]
+
+    def forward_unchecked(self, x: Tensor, state: MambaState | None, mask: Tensor | None,
+            with_state: bool = True) -> tuple[Tensor, MambaState | None]:
+        """:meth:`forward` on checked inputs (a composite model's inner call; no checks).
 
         Every activation stays in the ``(B, L, d_inner)`` layout of the projections; the scan
-        gets ``.mT`` views (its ``(B, d_inner, L)`` shape) and returns one."""
-        check_sequence(x, "x", self.d_model, None)
-        batch, length, _ = x.shape
-        state = self._checked_state(state, batch) or self.init_state(batch, device=x.device,
-                                                                     dtype=x.dtype)
+        gets ``.mT`` views (its ``(B, d_inner, L)`` shape) and returns one. Without a state
+        the scan gets no ``initial_state`` (so ``"auto"`` may pick mamba_ssm on CUDA).
+        ``L = 0`` returns an empty ``y`` and the state unchanged."""
+        if x.shape[1] == 0:
+            state = state or self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
+            return x.new_zeros(x.shape), state if with_state else None
         xs, z = self.in_proj(x).chunk(2, dim=-1)                                  # (B L Di)
         if mask is not None:
-            check_shape(mask, "mask", (batch, length))
             xs = xs * mask[..., None].to(xs.dtype)
-        window = torch.cat([state.conv.to(xs.dtype).mT, xs], dim=1)              # (B K-1+L Di)
+        history = (xs.new_zeros(x.shape[0], self.d_conv - 1, self.d_inner) if state is None
+                   else state.conv.to(xs.dtype).mT)
+        window = torch.cat([history, xs], dim=1)                                  # (B K-1+L Di)
         u = F.silu(self._conv(window))                                            # (B L Di)
         delta, b, c = self._delta_b_c(u)                                          # (B L Di/N)
         bias, softplus = self.dt_proj.bias.float(), True
         if mask is not None:       # delta = 0 at padding: exp(0 A) = 1 and no input
             delta = F.softplus(delta + bias) * mask[..., None].to(delta.dtype)
             bias, softplus = None, False
-        y, last = selective_scan(u.mT, delta.mT, -torch.exp(self.A_log.float()), b.mT, c.mT,
-                                 self.D.float(), z=z.mT, delta_bias=bias,
-                                 delta_softplus=softplus, initial_state=state.ssm,
-                                 return_last_state=True, backend=self.backend)   # (B Di L)
+        out = selective_scan_unchecked(
+            u.mT, delta.mT, self._a(), b.mT, c.mT, self.D.float(),
+            z=z.mT, delta_bias=bias, delta_softplus=softplus,
+            initial_state=None if state is None else state.ssm,
+            return_last_state=with_state, backend=self.backend)                  # (B Di L)
+        if not with_state:
+            return self.out_proj(out.mT), None
+        y, last = out
         conv_state = window[:, window.shape[1] - (self.d_conv - 1):].mT.contiguous()
         return self.out_proj(y.mT), MambaState(conv=conv_state, ssm=last)
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, MambaState]:
         """``x_t`` ``(B, d_model)`` -> ``(y_t, state)`` by the recurrence."""
         check_step_input(x_t, "x_t", self.d_model)
-        state = self._checked_state(state, x_t.shape[0])
+        self._check_dtype(x_t, "x_t")
+        return self.step_unchecked(x_t, self.checked_state(state, x_t.shape[0]))
+
+    def step_unchecked(self, x_t: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """:meth:`step` on checked inputs: the convolution window in torch, the SSM update by
+        :func:`~seqprob.core.scan.selective_state_update_unchecked` on a copy of the state
+        (the caller's state is never modified)."""
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)                                # (B Di)
         window = torch.cat([state.conv.to(xs.dtype), xs[..., None]], dim=-1)     # (B Di K)
         u = torch.linalg.vecdot(window, self.conv1d.weight[:, 0])                 # (B Di)
         u = F.silu(u + self.conv1d.bias if self.conv1d.bias is not None else u)
         delta, b, c = self._delta_b_c(u)                                          # (B Di/N)
-        delta = F.softplus(delta + self.dt_proj.bias).float()                     # (B Di)
-        a = -torch.exp(self.A_log.float())                                        # (Di N)
-        u32 = u.float()
-        h = torch.addcmul(torch.exp(delta[..., None] * a) * state.ssm,
-                          (delta * u32)[..., None], b[:, None, :].float())        # (B Di N)
-        y = torch.addcmul(torch.linalg.vecdot(h, c[:, None, :].float()), self.D.float(), u32)
-        y = (y * F.silu(z.float())).to(x_t.dtype)                                 # (B Di)
-        return self.out_proj(y), MambaState(conv=window[..., 1:], ssm=h)
+        ssm = state.ssm.clone()
+        y = selective_state_update_unchecked(
+            ssm, u, delta, self._a(), b, c, self.D.float(), z,
+            self.dt_proj.bias.float(), dt_softplus=True, backend=self.backend)   # (B Di)
+        return self.out_proj(y), MambaState(conv=window[..., 1:], ssm=ssm)

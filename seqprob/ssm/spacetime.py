@@ -33,7 +33,7 @@ from seqprob.core.contract import SequenceModel, State
 from seqprob.core.persist import Persistable, register
 from seqprob.core.validation import check_float, check_int, check_shape
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
-from seqprob.ssm.kernels import CompanionKernel, companion_kernel, companion_matrix
+from seqprob.ssm.conv_kernels import CompanionKernel, companion_kernel, companion_matrix
 from seqprob.ssm.layers import CompanionSSM
 from seqprob.ssm.lti import DenseTransition, fft_conv, state_response
 
@@ -63,7 +63,8 @@ class EncoderState(State):
 
 
 class EncoderBlock(nn.Module):
-    """``h + W2 gelu(W1 ssm(h))`` with a companion SSM over ``d_model`` channels."""
+    """``h + W2 gelu(W1 ssm(h))`` with a companion SSM over ``d_model`` channels, on inputs
+    the encoder has checked."""
 
     def __init__(self, d_model: int, d_state: int, l_max: int, seed: int | None):
         super().__init__()
@@ -72,15 +73,15 @@ class EncoderBlock(nn.Module):
                                  nn.Linear(2 * d_model, d_model))
 
     def forward(self, h: Tensor, state: State | None) -> tuple[Tensor, State]:
-        y, state = self.ssm(h, state)
+        y, state = self.ssm.forward_unchecked(h, state, None)
         return h + self.mlp(y), state
 
     def outputs(self, h: Tensor) -> Tensor:
         """``forward(h)[0]`` without the final state."""
-        return h + self.mlp(self.ssm.outputs(h))
+        return h + self.mlp(self.ssm.outputs_unchecked(h))
 
     def step(self, h: Tensor, state: State) -> tuple[Tensor, State]:
-        y, state = self.ssm.step(h, state)
+        y, state = self.ssm.step_unchecked(h, state)
         return h + self.mlp(y), state
 
 
@@ -88,22 +89,22 @@ class SpaceTimeEncoder(SequenceModel):
     """Preprocessing SSMs, embedding and encoder blocks: ``(B, L, d_input)`` -> ``(B, L,
     d_model)``; a sequence model (streaming with ``step``)."""
 
-    def __init__(self, d_input: int, d_model: int, d_state: int, n_layers: int, l_max: int,
+    def __init__(self, d_input: int, d_model: int, d_state: int, n_layers: int, lookback: int,
                  preprocess: tuple[str, ...], seed: int | None):
         super().__init__()
         self.d_input = d_input
-        self.l_max = l_max
+        self.lookback = lookback
         self.preprocess = None
         if preprocess:
             taps = [preprocessing_taps(k) for k in preprocess]
             width = max(len(t) for t in taps)
             bank = torch.stack([F.pad(t, (0, width - len(t))) for t in taps])      # (P W)
-            self.preprocess = CompanionSSM(d_input * len(taps), width, l_max=l_max,
+            self.preprocess = CompanionSSM(d_input * len(taps), width, l_max=lookback,
                                            taps=bank.repeat_interleave(d_input, 0))
         self.n_views = 1 + len(preprocess)
         self.embed = nn.Linear(d_input * self.n_views, d_model)
         self.blocks = nn.ModuleList(
-            EncoderBlock(d_model, d_state, l_max, None if seed is None else seed + i)
+            EncoderBlock(d_model, d_state, lookback, None if seed is None else seed + i)
             for i in range(n_layers))
 
     def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None
@@ -123,12 +124,12 @@ class SpaceTimeEncoder(SequenceModel):
         return x if pre is None else torch.cat([x, pre], dim=-1)
 
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, EncoderState]:
-        check_sequence(x, "x", self.d_input, self.l_max)
+        check_sequence(x, "x", self.d_input, self.lookback, "lookback")
         state = self._checked(state, x.shape[0], x.device)
         pre_y, pre_state = None, None
         if self.preprocess is not None:
-            pre_y, pre_state = self.preprocess(x.repeat(1, 1, self.n_views - 1),
-                                               state.preprocess)
+            pre_y, pre_state = self.preprocess.forward_unchecked(
+                x.repeat(1, 1, self.n_views - 1), state.preprocess, None)
         h = self.embed(self._views(x, pre_y))
         states = []
         for block, layer_state in zip(self.blocks, state.layers, strict=True):
@@ -139,10 +140,10 @@ class SpaceTimeEncoder(SequenceModel):
     def encode(self, x: Tensor) -> Tensor:
         """``forward(x)[0]`` from the zero state, skipping the final states (which cost
         more than the convolutions): ``(B, L, d_input)`` -> ``(B, L, d_model)``."""
-        check_sequence(x, "x", self.d_input, self.l_max)
+        check_sequence(x, "x", self.d_input, self.lookback, "lookback")
         pre = None
         if self.preprocess is not None:
-            pre = self.preprocess.outputs(x.repeat(1, 1, self.n_views - 1))
+            pre = self.preprocess.outputs_unchecked(x.repeat(1, 1, self.n_views - 1))
         h = self.embed(self._views(x, pre))
         for block in self.blocks:
             h = block.outputs(h)
@@ -153,8 +154,8 @@ class SpaceTimeEncoder(SequenceModel):
         state = self._checked(state, x_t.shape[0], x_t.device)
         pre_y, pre_state = None, None
         if self.preprocess is not None:
-            pre_y, pre_state = self.preprocess.step(x_t.repeat(1, self.n_views - 1),
-                                                    state.preprocess)
+            pre_y, pre_state = self.preprocess.step_unchecked(
+                x_t.repeat(1, self.n_views - 1), state.preprocess)
         h = self.embed(self._views(x_t, pre_y))
         states = []
         for block, layer_state in zip(self.blocks, state.layers, strict=True):
@@ -253,6 +254,9 @@ class SpaceTime(Persistable):
 
     def forward(self, x: Tensor) -> SpaceTimeOutput:
         z = self.encoder.encode(x)                                                # (B L H)
+        if z.shape[1] == 0:
+            raise ValueError("x: expected a window of at least one time step to forecast "
+                             "from, got length 0")
         y_open, u_next, forecast = self.decoder(z, self.horizon)
         return SpaceTimeOutput(forecast=self.head(forecast), next_step=self.head(y_open),
                                input_pred=u_next, encoded=z)

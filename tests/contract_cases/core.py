@@ -1,4 +1,4 @@
-"""A minimal diagonal linear RNN on ``linear_scan``: the contract's own smoke model."""
+"""A minimal diagonal linear RNN: the contract's own smoke model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from seqprob.core import SequenceModel, State, linear_scan
+from seqprob.core import SequenceModel, State
 from tests.contract_cases import ContractCase
 
 
@@ -32,8 +32,11 @@ class DiagonalRNN(SequenceModel):
         state = state or self.init_state(x.shape[0], device=x.device, dtype=x.dtype)
         b = self.proj(x)                                            # (B L W)
         a = torch.sigmoid(self.logit_decay).expand_as(b)
-        h = linear_scan(a, b, state.h)
-        return h, DiagState(h[:, -1])
+        h, hs = state.h, []
+        for t in range(x.shape[1]):
+            h = a[:, t] * h + b[:, t]
+            hs.append(h)
+        return torch.stack(hs, dim=1), DiagState(h)
 
     def step(self, x_t, state):
         h = torch.sigmoid(self.logit_decay) * state.h + self.proj(x_t)

@@ -1,4 +1,5 @@
-"""SSM kernel modules: parameters -> convolution kernel ``(H, L)`` and discrete recurrence.
+"""Convolution-kernel modules of the LTI SSM layers: parameters -> convolution kernel
+``(H, L)`` and discrete recurrence (unrelated to :mod:`seqprob.kernels`, the compute kernels).
 
 Each kernel module has ``forward(length) -> (H, length)`` real kernel, ``recurrence() ->
 (transition, b, c)`` (the discrete system, see :mod:`seqprob.ssm.lti`) and ``max_length``
@@ -21,9 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from seqprob.core.validation import check_choice, check_float, check_int
+from seqprob.kernels.limits import LTI_MAX_STATE
 from seqprob.ssm.lti import DenseTransition, DiagonalTransition, chunk_size
-
-MAX_STATE = 4096  # d_state above this is refused: (H, N, N) dense recurrences would not fit
 
 
 def _complex(param: Tensor) -> Tensor:
@@ -49,7 +49,7 @@ def _log_dt(d_model: int, dt_min: float, dt_max: float, gen: torch.Generator) ->
 
 
 def _check_state_size(d_state: int, even: bool) -> int:
-    check_int(d_state, "d_state", minimum=2 if even else 1, maximum=MAX_STATE)
+    check_int(d_state, "d_state", minimum=2 if even else 1, maximum=LTI_MAX_STATE)
     if even and d_state % 2:
         raise ValueError(f"d_state: expected an even size (conjugate pairs), got {d_state}")
     return d_state
