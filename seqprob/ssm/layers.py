@@ -184,8 +184,8 @@ class CompanionSSM(LTISSM):
     def __init__(self, d_model: int, d_state: int = 64, *, l_max: int = 1024,
                  taps: Tensor | list | None = None, random_state: int | None = None):
         super().__init__(d_model)
-        self._config = dict(d_model=d_model, d_state=d_state, l_max=l_max,
-                            taps=None if taps is None else torch.as_tensor(taps).tolist(),
+        listed = None if taps is None else torch.as_tensor(taps, device="cpu").tolist()
+        self._config = dict(d_model=d_model, d_state=d_state, l_max=l_max, taps=listed,
                             random_state=random_state)
         taps = None if taps is None else torch.as_tensor(taps, dtype=torch.float32)
         self.kernel = CompanionKernel(d_model, d_state, l_max=l_max, taps=taps,

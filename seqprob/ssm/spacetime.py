@@ -46,12 +46,13 @@ def preprocessing_taps(kind: str) -> Tensor:
         raise ValueError(f"preprocess: expected entries like 'diff1', 'diff2' or 'ma4', got "
                          f"{kind!r}")
     n = int(match.group(2))
-    if match.group(1) == "diff":
-        taps = torch.tensor([1.0])
+    if match.group(1) == "diff":  # on the CPU even while a checkpoint is checked on "meta"
+        taps = torch.tensor([1.0], device="cpu")
         for _ in range(n):
             taps = F.pad(taps, (0, 1)) - F.pad(taps, (1, 0))
         return taps
-    return F.pad(torch.ones(1), (0, n - 1)) - torch.full((n,), 1.0 / n)
+    return F.pad(torch.ones(1, device="cpu"), (0, n - 1)) - torch.full((n,), 1.0 / n,
+                                                                      device="cpu")
 
 
 @dataclasses.dataclass
