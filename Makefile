@@ -8,7 +8,7 @@ STAMP := $(VENV)/.stamp-install
 # torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint bench-scan
+.PHONY: setup demo test test-slow lint bench-scan bench-gpu
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,7 @@ lint: $(STAMP)
 
 bench-scan: $(STAMP)
 	$(BIN)/python benchmarks/scan.py
+
+# On a machine with a CUDA device (benchmarks/gpu.sh says what it runs)
+bench-gpu:
+	PYTHON=$(PYTHON) bash benchmarks/gpu.sh

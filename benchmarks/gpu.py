@@ -8,7 +8,8 @@ Rows: the selective scan forward and forward+backward (``triton``, ``mamba_ssm``
 importable, ``reference``), the single-token step (``selective_state_update_triton``,
 mamba_ssm's when importable, and the reference: ``selective_scan_ref`` over one step), and one
 EM step of a categorical HMM (K=4096, V=49,152, 512 sequences x 32, E-step in chunks of 128
-sequences). Times are medians of CUDA-event timings (wall clock on CPU). Bandwidth counts the
+sequences). Times are medians of CUDA-event timings (wall clock on CPU), ``--repeats`` of
+each (ten times as many for the step, a few microseconds each). Bandwidth counts the
 compulsory traffic only (every input read once, every output written once), as a fraction of
 the card's peak from ``PEAK_TBPS`` (keyed by device name) and of a measured device-to-device
 copy. Errors are max |difference| / max |reference| over the output, the last state and (for
@@ -273,7 +274,7 @@ def main(argv=None) -> int:
     copy = copy_tbps(device, args.tiny)
     rows = [("pytest -m gpu", "", None, None, args.pytest)] if args.pytest else []
     for part, key, repeats in ((scan_rows, "scan", args.repeats),
-                               (step_rows, "step", args.repeats), (em_row, "em", 3)):
+                               (step_rows, "step", 10 * args.repeats), (em_row, "em", 3)):
         try:
             rows += part(shapes[key], device, repeats)
         except Exception as err:      # one failing part still leaves the table of the others

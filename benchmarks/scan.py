@@ -2,9 +2,13 @@
 
     python benchmarks/scan.py            # both shapes, ~15 minutes on 2 cores
     python benchmarks/scan.py --quick    # first shape only, reference forward+backward skipped
+    python benchmarks/scan.py --quick --threads 2,1
 
-Every (shape, implementation, mode) runs in a fresh subprocess with 2 threads (torch's
-setting, which the numba kernels follow): inputs are built, a tiny call warms up (numba
+seqprob's cpu backend runs twice: on ``.mT`` views of (batch, length, dim) memory (``[B L D]``,
+the Mamba block's layout and mambapy's own; the channel kernels) and on contiguous
+(batch, dim, length) tensors (``[B D L]``, mamba_ssm's layout; the row kernels).
+Every (shape, implementation, mode) runs in a fresh subprocess with the threads of
+``--threads`` (default 2; torch's setting, which the numba kernels follow): inputs are built, a tiny call warms up (numba
 compilation is cached), then the first timed call also measures peak memory as the rise of the process's peak RSS (VmHWM, reset
 through /proc/self/clear_refs) over its RSS before the call. RSS sees every allocation, torch's
 included (tracemalloc would not); a fresh process and a fixed glibc mmap threshold keep
@@ -32,7 +36,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))                 # this checkout
 
 SHAPES = ((2, 1024, 768, 16), (1, 4096, 1536, 16))          # (batch, length, dim, N)
-IMPLS = ("seqprob cpu", "mambapy pscan", "reference")
+IMPLS = ("seqprob cpu [B L D]", "seqprob cpu [B D L]", "mambapy pscan", "reference")
+OURS = IMPLS[:2]
 REF_FB_LENGTH = 512                                          # reference fwd+bwd at shape 2
 
 
@@ -65,10 +70,18 @@ def _seqprob_fn(kw, backend):
     return run, kw
 
 
+def _mamba_layout(kw):
+    """u, delta, B, C as ``.mT`` views of (batch, length, ...) memory, as the Mamba block
+    passes them (and as mambapy holds them): the channel kernels' layout."""
+    return {k: v.mT.contiguous().mT if v.dim() == 3 else v for k, v in kw.items()}
+
+
 def _make(impl, kw):
     if impl == "mambapy pscan":
         return _mambapy_fn(kw)
-    return _seqprob_fn(kw, "cpu" if impl == "seqprob cpu" else "reference")
+    if impl == "seqprob cpu [B L D]":
+        return _seqprob_fn(_mamba_layout(kw), "cpu")
+    return _seqprob_fn(kw, "cpu" if impl == "seqprob cpu [B D L]" else "reference")
 
 
 def _call(run, leaves, backward):
@@ -99,10 +112,10 @@ def _peak_rise_mb(fn):
     return (_rss_kb("VmHWM") - before) / 1024
 
 
-def worker(impl, mode, shape, repeats):
+def worker(impl, mode, shape, repeats, threads):
     """One fresh-process measurement: JSON with times (s) and peak memory rise (MB)."""
     import torch
-    torch.set_num_threads(2)                     # the numba kernels follow torch's count
+    torch.set_num_threads(threads)               # the numba kernels follow torch's count
     backward = mode == "fwd+bwd"
     run, leaves = _make(impl, _inputs(1, 64, 8, shape[3], seed=1))
     _call(run, leaves, backward)                                           # warm-up
@@ -135,7 +148,7 @@ def check(shape):
         return y.detach(), grads
     def rel(a, b):
         return float((a - b).abs().max() / b.abs().max())
-    y_cpu, g_cpu = outputs("seqprob cpu", True)
+    y_cpu, g_cpu = outputs("seqprob cpu [B L D]", True)
     y_mpy, g_mpy = outputs("mambapy pscan", True)
     y_ref, _ = outputs("reference", False)
     print(json.dumps({"y vs reference": rel(y_cpu, y_ref), "y vs mambapy": rel(y_cpu, y_mpy),
@@ -173,32 +186,41 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="first shape only, no reference forward+backward")
-    parser.add_argument("--worker", nargs=4, metavar=("IMPL", "MODE", "SHAPE", "REPEATS"),
+    parser.add_argument("--threads", default="2",
+                        help="comma-separated torch (and numba) thread counts, e.g. 2,1")
+    parser.add_argument("--worker", nargs=5,
+                        metavar=("IMPL", "MODE", "SHAPE", "REPEATS", "THREADS"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--check", metavar="SHAPE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        impl, mode, shape, repeats = args.worker
-        return worker(impl, mode, tuple(json.loads(shape)), int(repeats))
+        impl, mode, shape, repeats, threads = args.worker
+        return worker(impl, mode, tuple(json.loads(shape)), int(repeats), int(threads))
     if args.check:
         return check(tuple(json.loads(args.check)))
     from tqdm import tqdm
+    load = os.getloadavg()
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"python {platform.python_version()}; 2 torch and 2 numba threads; fp32")
-    results = {}
-    plan = list(_plan(args.quick))
-    for shape, impl, mode, run_shape, repeats in tqdm(plan, desc="benchmark runs"):
-        res = _sub("--worker", impl, mode, json.dumps(run_shape), str(repeats))
-        scale = shape[1] / run_shape[1]
-        results[shape, impl, mode] = (statistics.median(res["times"]) * scale,
-                                      res["peak_mb"] * scale, len(res["times"]), scale != 1,
-                                      statistics.median(res["cpu_times"]) * scale)
+          f"python {platform.python_version()}; fp32; load average at start "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    for threads in (int(t) for t in args.threads.split(",")):
+        results = {}
+        plan = list(_plan(args.quick))
+        for shape, impl, mode, run_shape, repeats in tqdm(plan, desc=f"{threads} threads"):
+            res = _sub("--worker", impl, mode, json.dumps(run_shape), str(repeats), str(threads))
+            scale = shape[1] / run_shape[1]
+            results[shape, impl, mode] = (statistics.median(res["times"]) * scale,
+                                          res["peak_mb"] * scale, len(res["times"]),
+                                          scale != 1, statistics.median(res["cpu_times"]) * scale)
+        print(f"\n{threads} torch and {threads} numba threads:")
+        _report(results, args.quick)
     check_res = _sub("--check", json.dumps(SHAPES[0]))
-    _report(results, check_res, args.quick)
+    print("Correctness at the first shape, seqprob cpu [B L D] (max |difference| / max |value|): "
+          + ", ".join(f"{k} {v:.1e}" for k, v in check_res.items()))
     return 0
 
 
-def _report(results, check_res, quick):
+def _report(results, quick):
     from seqprob.cli.table import format_table
     rows = []
     shapes = SHAPES[:1] if quick else SHAPES
@@ -220,17 +242,14 @@ def _report(results, check_res, quick):
           "rise; * extrapolated by length from L=512")
     print()
     for shape in shapes:
-        ratios = []
-        for mode, target in (("fwd", 20), ("fwd+bwd", 30)):
-            ours, peer = (results[shape, impl, mode] for impl in ("seqprob cpu",
-                                                                  "mambapy pscan"))
-            ratios.append(f"{mode} {peer[0] / ours[0]:.1f}x faster (target {target}x; CPU time "
-                          f"{peer[4] / ours[4]:.1f}x), peak memory 1/{peer[1] / max(ours[1], 1):.0f}"
-                          " (target 1/4)")
-        print(f"B={shape[0]} L={shape[1]}, seqprob cpu vs mambapy pscan: " + "; ".join(ratios))
-    print()
-    print("Correctness at the first shape (max |difference| / max |value|): " +
-          ", ".join(f"{k} {v:.1e}" for k, v in check_res.items()))
+        for ours in OURS:
+            ratios = []
+            for mode, target in (("fwd", 20), ("fwd+bwd", 30)):
+                mine, peer = results[shape, ours, mode], results[shape, "mambapy pscan", mode]
+                ratios.append(f"{mode} {peer[0] / mine[0]:.1f}x faster (target {target}x; CPU "
+                              f"time {peer[4] / mine[4]:.1f}x), peak memory "
+                              f"1/{peer[1] / max(mine[1], 1):.0f} (target 1/4)")
+            print(f"B={shape[0]} L={shape[1]}, {ours} vs mambapy pscan: " + "; ".join(ratios))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,24 @@
 """Fused CPU scans (numba): forward and backward never form the ``(batch, length, dim, N)`` tensor.
 
-Selective scan: one parallel task per ``(batch, dim)`` row keeps the N-vector of state in
-cache while it walks the row's ``length`` steps. ``u, delta, z`` and the output may be laid
-out ``(batch, dim, L)`` or, as ``.mT`` views, ``(batch, L, dim)`` (the Mamba block's layout:
-no transposing copies; consecutive rows then share cache lines); ``B, C`` are transposed once
-to ``(batch, length, N)`` so each step reads N contiguous values. ``exp(delta * A)`` is
-computed once per ``(t, n)`` with a vectorizable fp32 exp (``_exp``, ~1 ulp; fp64 uses libm).
-The forward stores the state every ``CHUNK`` steps when gradients are needed
-(``batch * dim * length / CHUNK * N`` values); the backward walks the chunks in reverse,
-recomputes each chunk's states into a small per-task buffer and runs the adjoint recurrence in
-the same pass. Reductions over rows (``dA, dB, dC, dD``) go to one partial buffer per group of
-rows (4 groups per thread, handed out dynamically), summed afterwards. The elementwise parts
+Selective scan, two kernel pairs over the same arithmetic:
+
+- channel kernels (``_channels_fwd``/``_channels_bwd``), for ``(batch, L, dim)`` data with
+  time-varying ``B, C``: the Mamba block's call, its ``.mT`` views read without copies. One
+  parallel task per ``(batch, WIDTH channels)`` keeps the ``(N, WIDTH)`` state tile in cache;
+  every inner loop runs over channels with unit stride, so LLVM vectorizes it 16-wide (fp32)
+  with ``B_t, C_t`` broadcast, and no horizontal sums in the forward.
+- row kernels (``_selective_fwd``/``_selective_bwd``), for every other case (fixed ``B`` or
+  ``C``, ``(batch, dim, L)`` data): one task per ``(batch, dim)`` row walks its ``length``
+  steps with the N-vector of state in registers; ``u, delta, z`` are read through strides.
+  Transposing ``(batch, dim, L)`` data for the channel kernels would cost more than they save
+  (a strided transpose of one ``(2, 768, 1024)`` tensor alone takes ~6 ms).
+
+``B, C`` are transposed once to ``(batch, length, N)``; ``exp(delta * A)`` is computed once per
+``(t, n)`` with a vectorizable fp32 exp (``_exp``, ~1 ulp; fp64 uses libm). The forward stores
+the state every ``CHUNK`` steps when gradients are needed; the backward walks the chunks in
+reverse, recomputes each chunk's states and ``exp(delta A)`` into per-task buffers and runs the
+adjoint recurrence. Reductions over rows or channels (``dA, dB, dC, dD``) go to per-task or
+per-group partial buffers, summed afterwards (no atomics, deterministic). The elementwise parts
 (softplus of delta, the silu gate and their derivatives) run vectorized in torch around the
 kernels.
 
