@@ -210,7 +210,7 @@ def _strings(items: Iterable[object], name: str) -> list[str]:
 class ByteDFA:
     """A DFA over byte classes: ``byte_class`` ``(256,)`` maps each byte to its symbol.
 
-    ``token_end`` ``(n_states,)``, when set, is applied after every whole token (see
+    ``token_end`` ``(n_dfa_states,)``, when set, is applied after every whole token (see
     :func:`to_bytes`'s ``token_prefixes``); the byte-level language is that of ``dfa``."""
 
     dfa: DFA
@@ -241,7 +241,7 @@ def to_bytes(word_dfa: WordDFA, token_prefixes: Collection[bytes] | None = None)
     child, sym, prefix = _word_trie(word_dfa.words, byte_class, n_classes, len(word_dfa.words))
     n_nodes = child.shape[0]
     trans_w = word_dfa.dfa.transitions
-    q, node = np.divmod(np.arange(word_dfa.dfa.n_states * n_nodes), n_nodes)
+    q, node = np.divmod(np.arange(word_dfa.dfa.n_dfa_states * n_nodes), n_nodes)
     flushed = np.where(node == 0, q, trans_w[q, sym[node]])  # word-DFA state after the word
     trans = q[:, None] * n_nodes + child[node]  # (Q*N, C): word bytes extend the word
     trans[:, 0] = flushed * n_nodes  # separator: feed the word, back to the root
