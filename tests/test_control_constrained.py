@@ -35,13 +35,17 @@ def accepted(word_dfa, seq):
     return word_dfa.accepts_text(b"".join(TOKENS[i] for i in cut).decode())
 
 
+@pytest.mark.parametrize("prompt", [(), (3, 6)])  # none, or " cat," read by the HMM first
 @pytest.mark.parametrize("word_dfa", [keyword("dog"), contains("dog") & ~contains("cat"),
                                       word_count(1, 2) | contains("cat")])
-def test_conditional_equals_brute_force_enumeration(word_dfa):
+def test_conditional_equals_brute_force_enumeration(word_dfa, prompt):
+    """P(constraint | prompt, prefix, next token) against the joint HMM probability of every
+    prompt + continuation; the prompt is left-padded with -1."""
     tables, token_dfa = tiny_problem(word_dfa)
     budget, v = 4, len(TOKENS)
     proc = ConstraintProcessor(tables, token_dfa, max_new_tokens=budget)
-    joint = {seq: sequence_prob(tables, seq) for seq in itertools.product(range(v), repeat=budget)}
+    joint = {seq: sequence_prob(tables, [*prompt, *seq])
+             for seq in itertools.product(range(v), repeat=budget)}
     sat = {seq: accepted(word_dfa, list(seq)) for seq in joint}
 
     def brute(prefix):
@@ -50,7 +54,7 @@ def test_conditional_equals_brute_force_enumeration(word_dfa):
 
     for length in range(budget):
         for prefix in itertools.product(range(v), repeat=length):
-            state = proc.init_state(torch.zeros(1, 1, dtype=torch.int64), budget)
+            state = proc.init_state(torch.tensor([[-1, -1, *prompt]]), budget)
             for x in prefix:
                 state = proc.advance(state, torch.tensor([x]))
             got = proc.log_conditional(state)[0].exp()
@@ -62,8 +66,29 @@ def test_conditional_equals_brute_force_enumeration(word_dfa):
             next_token = state.prior[0] @ tables.emission
             torch.testing.assert_close(next_token @ got, torch.tensor(brute(prefix),
                                                                      dtype=got.dtype))
-    start = float(proc.table.start_log_prob[budget].exp())
-    assert start == pytest.approx(brute(()), rel=1e-9)
+    if not prompt:
+        start = float(proc.table.start_log_prob[budget].exp())
+        assert start == pytest.approx(brute(()), rel=1e-9)
+
+
+def test_prompts_set_the_prior_row_by_row():
+    """Different prompts give different priors; a left-padded batch gives each row the prior
+    of its prompt alone, which is the HMM filter over the prompt followed by one predict."""
+    tables, token_dfa = tiny_problem(keyword("dog"))
+    proc = ConstraintProcessor(tables, token_dfa, max_new_tokens=4)
+    batch = proc.init_state(torch.tensor([[-1, -1, 3], [3, 6, 1], [-1, -1, -1]]), 4).prior
+    for row, prompt in enumerate([[3], [3, 6, 1], []]):
+        alone = proc.init_state(torch.tensor([prompt or [-1]]), 4).prior[0]
+        torch.testing.assert_close(batch[row], alone)
+        if prompt:
+            a = tables.initial * tables.emission[:, prompt[0]]
+            for x in prompt[1:]:
+                a = (a @ tables.transition) * tables.emission[:, x]
+            torch.testing.assert_close(alone, (a / a.sum()) @ tables.transition)
+    torch.testing.assert_close(batch[2], tables.initial)
+    assert not torch.allclose(batch[0], batch[1], atol=1e-3)
+    with pytest.raises(ValueError, match=r"prompt_ids: expected ids in \[0, 7\) or -1"):
+        proc.init_state(torch.tensor([[-2, 3]]), 4)
 
 
 def test_scaled_table_survives_tiny_probabilities():

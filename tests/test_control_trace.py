@@ -26,13 +26,16 @@ def sequence_prob(tables, seq):
     return float(a.sum())
 
 
-def test_eap_equals_brute_force_enumeration():
+@pytest.mark.parametrize("prompt", [(), (2, 4, 4)])
+def test_eap_equals_brute_force_enumeration(prompt):
+    """The attribute scores the new tokens only; the HMM reads the prompt first."""
     k, v, budget = 3, 5, 4
     tables = hmm_tables(*random_hmm_logits(k, v, 11))
     gen = torch.Generator().manual_seed(0)
     attribute = TokenAttribute(-torch.rand(v, generator=gen, dtype=torch.float64) * 2)
     proc = AttributeProcessor(tables, attribute, max_new_tokens=budget)
-    joint = {s: sequence_prob(tables, s) for s in itertools.product(range(v), repeat=budget)}
+    joint = {s: sequence_prob(tables, [*prompt, *s])
+             for s in itertools.product(range(v), repeat=budget)}
 
     def brute(prefix):
         rows = [s for s in joint if s[:len(prefix)] == prefix]
@@ -41,7 +44,7 @@ def test_eap_equals_brute_force_enumeration():
 
     for length in range(budget):
         for prefix in itertools.product(range(v), repeat=length):
-            state = proc.init_state(torch.zeros(1, 1, dtype=torch.int64), budget)
+            state = proc.init_state(torch.tensor([[-1, *prompt]]), budget)
             for x in prefix:
                 state = proc.advance(state, torch.tensor([x]))
             got = proc.log_eap(state)[0].exp()

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from seqprob.control.dfa import UNREACHABLE
-from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict
+from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict, prompt_prior
 from seqprob.control.tokens import TokenDFA
 from seqprob.core import State
 from seqprob.core.validation import check_int, check_shape, check_tensor, describe
@@ -92,10 +92,10 @@ def _on_cpu(tables: HMMTables) -> bool:
     return tables.emission.device.type == "cpu"
 
 
-def _depths(src: Tensor, dst: Tensor, n_states: int, start: int) -> Tensor:
-    """``(Q,)``: the fewest tokens that lead from ``start`` to each state (``n_states`` where
-    none do), by breadth-first search over the edges."""
-    depth = torch.full((n_states,), n_states, dtype=torch.int64)
+def _depths(src: Tensor, dst: Tensor, n_dfa_states: int, start: int) -> Tensor:
+    """``(Q,)``: the fewest tokens that lead from DFA state ``start`` to each DFA state
+    (``n_dfa_states`` where none do), by breadth-first search over the edges."""
+    depth = torch.full((n_dfa_states,), n_dfa_states, dtype=torch.int64)
     depth[start] = 0
     frontier, d = torch.tensor([start]), 0
     while frontier.numel():
@@ -111,21 +111,22 @@ class _EdgeSum:
     a numba kernel on CPU, an index-add elsewhere."""
 
     def __init__(self, tables: HMMTables, src: Tensor, dst: Tensor, weights: Tensor,
-                 n_states: int):
-        self.src, self.dst, self.weights, self.n_states = src, dst, weights, n_states
+                 n_dfa_states: int):
+        self.src, self.dst, self.weights = src, dst, weights
+        self.n_dfa_states = n_dfa_states
         self.cpu = _on_cpu(tables)
         if self.cpu:
-            self.offsets = torch.searchsorted(src, torch.arange(n_states + 1))
+            self.offsets = torch.searchsorted(src, torch.arange(n_dfa_states + 1))
         else:
             self.buffer = torch.empty_like(weights)  # (E, K), reused by every step
 
     def __call__(self, g: Tensor, shift: Tensor) -> Tensor:
         if self.cpu:
             return control_cpu.edge_sums(g, self.weights, self.dst, shift, self.offsets,
-                                         self.n_states)
+                                         self.n_dfa_states)
         torch.index_select(g, 0, self.dst, out=self.buffer)
         self.buffer.mul_(self.weights).mul_(shift[:, None])
-        f = torch.zeros(self.n_states, g.shape[1], dtype=g.dtype, device=g.device)
+        f = torch.zeros(self.n_dfa_states, g.shape[1], dtype=g.dtype, device=g.device)
         return f.index_add_(0, self.src, self.buffer)
 
 
@@ -141,24 +142,24 @@ def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int, *,
     _check_vocab(tables, token_dfa)
     device, dtype = tables.emission.device, tables.emission.dtype
     src, dst, edge_of = _edges(token_dfa)
-    n_dfa, k = token_dfa.dfa.n_states, tables.n_states
+    n_dfa_states, k = token_dfa.dfa.n_dfa_states, tables.n_states
     start_q = token_dfa.dfa.start
-    depth = _depths(src, dst, n_dfa, start_q).to(device)  # (Q,)
+    depth = _depths(src, dst, n_dfa_states, start_q).to(device)  # (Q,)
     to_accept = torch.from_numpy(token_dfa.dfa.distances()).to(device)  # (Q,)
     src, dst, edge_of = src.to(device), dst.to(device), edge_of.to(device)
     weights = _edge_weights(tables, token_dfa, edge_of, src.shape[0])  # (E, K)
-    edge_sum = _EdgeSum(tables, src, dst, weights, n_dfa)
+    edge_sum = _EdgeSum(tables, src, dst, weights, n_dfa_states)
     transition_t = tables.transition.T.to(matmul_dtype or dtype).contiguous()  # (K, K)
     acc = torch.from_numpy(token_dfa.dfa.accepting).to(device)
-    values = torch.zeros(max_tokens, n_dfa, k, dtype=dtype, device=device)  # (R, Q, K)
-    scales = torch.full((max_tokens, n_dfa), float("-inf"), dtype=dtype, device=device)
+    values = torch.zeros(max_tokens, n_dfa_states, k, dtype=dtype, device=device)  # (R, Q, K)
+    scales = torch.full((max_tokens, n_dfa_states), float("-inf"), dtype=dtype, device=device)
     start = torch.empty(max_tokens + 1, dtype=dtype, device=device)
     values[0] = acc.to(dtype)[:, None]  # G_0 = acc
     scales[0] = torch.where(acc, 0.0, float("-inf"))
     start[0] = scales[0, start_q]
     for r in range(1, max_tokens + 1):
         g, scale = values[r - 1], scales[r - 1]
-        top = torch.full((n_dfa,), float("-inf"), dtype=dtype, device=device)
+        top = torch.full((n_dfa_states,), float("-inf"), dtype=dtype, device=device)
         top.scatter_reduce_(0, src, scale[dst], reduce="amax")  # (Q,) largest successor scale
         shift = torch.nan_to_num(scale[dst] - top[src], nan=float("-inf")).exp()  # (E,)
         f = edge_sum(g, shift)  # F_r / exp(top) (Q, K)
@@ -205,8 +206,8 @@ class ConstraintProcessor(LogitsProcessor):
     (``torch.bfloat16`` halves the memory they read and is faster where the CPU has bf16
     instructions; satisfaction does not depend on it, as the DFA decides which tokens are
     allowed and rescaled rows keep every positive probability positive).
-    The HMM starts from its initial distribution at the first generated token (the prompt is
-    not fed to it)."""
+    The HMM reads each row's prompt first (:func:`~seqprob.control.hmm_tables.prompt_prior`),
+    so the constraint is conditioned on it; the DFA starts at the first new token."""
 
     n_dense = 3  # successors per DFA state scored by one GEMM over the whole vocabulary
 
@@ -254,14 +255,13 @@ class ConstraintProcessor(LogitsProcessor):
         return torch.from_numpy(np.where(np.take_along_axis(counts, top, 1) > 0, top, -1))
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> ConstraintState:
-        check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
         check_int(max_new_tokens, "max_new_tokens", minimum=1, maximum=self.max_new_tokens)
         self._check_satisfiable(max_new_tokens)
-        batch = prompt_ids.shape[0]
-        device = self.hmm.emission.device
+        prior = prompt_prior(self.hmm, prompt_ids)  # (batch, K)
+        batch, device = prior.shape[0], prior.device
         return ConstraintState(
             torch.full((batch,), self.token_dfa.dfa.start, dtype=torch.int64, device=device),
-            self.hmm.initial.expand(batch, -1).clone(),
+            prior,
             torch.zeros(batch, dtype=torch.int64, device=device), max_new_tokens)
 
     def log_conditional(self, state: ConstraintState) -> Tensor:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict
+from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict, prompt_prior
 from seqprob.core import State
 from seqprob.core.validation import check_float, check_int, check_shape, check_tensor, describe
 from seqprob.lm.processors import LogitsProcessor
@@ -207,7 +207,9 @@ class AttributeProcessor(LogitsProcessor):
     """p(x_t | x_<t, a) ∝ p_LM(x_t | x_<t) · EAP(x_<=t)^strength for a token-factorized
     attribute (or a product of several); the backward table is built here for
     ``max_new_tokens`` tokens, once. ``matmul_dtype``: as in
-    :class:`~seqprob.control.constrained.ConstraintProcessor`."""
+    :class:`~seqprob.control.constrained.ConstraintProcessor`. The HMM reads each row's prompt
+    first (:func:`~seqprob.control.hmm_tables.prompt_prior`); the attribute scores the new
+    tokens only."""
 
     def __init__(self, hmm: HMMTables, attribute: TokenAttribute, *, max_new_tokens: int,
                  strength: float = 1.0, matmul_dtype: torch.dtype | None = None) -> None:
@@ -221,10 +223,10 @@ class AttributeProcessor(LogitsProcessor):
         self._emission_mm = emission_for_matmul(hmm, matmul_dtype)  # (K, V)
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> AttributeState:
-        check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
         check_int(max_new_tokens, "max_new_tokens", minimum=1, maximum=self.max_new_tokens)
-        batch, device = prompt_ids.shape[0], self.hmm.emission.device
-        return AttributeState(self.hmm.initial.expand(batch, -1).clone(),
+        prior = prompt_prior(self.hmm, prompt_ids)  # (batch, K): the HMM has read the prompt
+        batch, device = prior.shape[0], prior.device
+        return AttributeState(prior,
                               torch.zeros(batch, dtype=self.hmm.emission.dtype, device=device),
                               torch.zeros(batch, dtype=torch.int64, device=device),
                               max_new_tokens)

@@ -172,6 +172,21 @@ def word_count(minimum: int = 0, maximum: int | None = None) -> WordDFA:
     return WordDFA(DFA(trans, acc).minimize(), ())
 
 
+def ends_with(suffix: str) -> ByteDFA:
+    """Texts whose UTF-8 bytes end with ``suffix`` exactly (case and punctuation included; the
+    infilling constraint "the text must end with ..."): a byte-level automaton, since a suffix
+    need not end on a word boundary. Its states are the longest prefixes of ``suffix`` that
+    end the text so far (Knuth–Morris–Pratt, via the one-pattern Aho–Corasick automaton)."""
+    if not isinstance(suffix, str) or not suffix:
+        raise ValueError(f"suffix: expected a non-empty string, got {describe(suffix)}")
+    data = suffix.encode("utf-8")
+    alphabet = sorted(set(data))
+    byte_class = np.zeros(256, dtype=np.int64)  # class 0: bytes outside the suffix
+    byte_class[alphabet] = np.arange(1, len(alphabet) + 1)
+    goto, match = _aho_corasick([byte_class[list(data)].tolist()], len(alphabet) + 1)
+    return ByteDFA(DFA(goto, match).minimize(), byte_class)
+
+
 def inflections(word: str) -> tuple[str, ...]:
     """``word`` and its inflections for every part of speech (lemminflect; out-of-vocabulary
     words get the regular noun and verb forms), sorted."""
