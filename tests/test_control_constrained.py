@@ -10,7 +10,16 @@ import torch
 from seqprob.control.constrained import ConstraintProcessor, backward_table
 from seqprob.control.hmm_tables import hmm_predict, hmm_tables
 from seqprob.control.tokens import compile_keywords, compile_tokens, token_bytes
-from seqprob.control.words import banned, contains, keyword, to_bytes, word_count, words_of
+from seqprob.control.words import (
+    ByteDFA,
+    banned,
+    contains,
+    ends_with,
+    keyword,
+    to_bytes,
+    word_count,
+    words_of,
+)
 from tests.control_helpers import byte_level_tokenizer, random_hmm_logits
 
 TOKENS = [b"", b" dog", b"s", b" cat", b" do", b"g", b","]  # token 0 is EOS
@@ -18,7 +27,8 @@ EOS = 0
 
 
 def tiny_problem(word_dfa, seed=0, k=3):
-    token_dfa = compile_tokens(to_bytes(word_dfa), TOKENS, eos_token_id=EOS)
+    byte_dfa = word_dfa if isinstance(word_dfa, ByteDFA) else to_bytes(word_dfa)
+    token_dfa = compile_tokens(byte_dfa, TOKENS, eos_token_id=EOS)
     return hmm_tables(*random_hmm_logits(k, len(TOKENS), seed)), token_dfa
 
 
@@ -30,23 +40,30 @@ def sequence_prob(tables, seq):
     return float(a.sum())
 
 
-def accepted(word_dfa, seq):
+def accepted(check, seq):
     cut = seq[:seq.index(EOS)] if EOS in seq else seq
-    return word_dfa.accepts_text(b"".join(TOKENS[i] for i in cut).decode())
+    return check(b"".join(TOKENS[i] for i in cut).decode())
 
 
 @pytest.mark.parametrize("prompt", [(), (3, 6)])  # none, or " cat," read by the HMM first
-@pytest.mark.parametrize("word_dfa", [keyword("dog"), contains("dog") & ~contains("cat"),
-                                      word_count(1, 2) | contains("cat")])
-def test_conditional_equals_brute_force_enumeration(word_dfa, prompt):
+@pytest.mark.parametrize(("word_dfa", "oracle"), [
+    (keyword("dog"), None), (contains("dog") & ~contains("cat"), None),
+    (word_count(1, 2) | contains("cat"), None),
+    (word_count(2, 3), lambda text: 2 <= len(text.replace(",", " ").split()) <= 3),
+    (word_count(3), lambda text: len(text.replace(",", " ").split()) >= 3),
+    (ends_with("g,"), lambda text: text.endswith("g,")),
+    (ends_with("s"), lambda text: text.endswith("s"))])
+def test_conditional_equals_brute_force_enumeration(word_dfa, oracle, prompt):
     """P(constraint | prompt, prefix, next token) against the joint HMM probability of every
-    prompt + continuation; the prompt is left-padded with -1."""
+    prompt + continuation; the prompt is left-padded with -1. Word counts and suffixes are
+    judged by plain string tests (the other constraints by their word automata)."""
     tables, token_dfa = tiny_problem(word_dfa)
+    check = word_dfa.accepts_text if oracle is None else oracle
     budget, v = 4, len(TOKENS)
     proc = ConstraintProcessor(tables, token_dfa, max_new_tokens=budget)
     joint = {seq: sequence_prob(tables, [*prompt, *seq])
              for seq in itertools.product(range(v), repeat=budget)}
-    sat = {seq: accepted(word_dfa, list(seq)) for seq in joint}
+    sat = {seq: accepted(check, list(seq)) for seq in joint}
 
     def brute(prefix):
         rows = [s for s in joint if s[:len(prefix)] == prefix]

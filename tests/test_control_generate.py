@@ -4,7 +4,7 @@ import pytest
 
 from seqprob.control import generate
 from seqprob.control.defaults import default_hmm, lm_fingerprint
-from seqprob.control.words import inflections
+from seqprob.control.words import inflections, words_of
 from seqprob.hmm import HMM
 from seqprob.hmm.distill import distill
 from seqprob.lm import tiny_lm
@@ -116,3 +116,17 @@ def test_fast_autocast_reads_the_cpu_flags(lm, monkeypatch, flags, want):
 
     monkeypatch.setattr(device, "Path", FakePath)
     assert device.fast_autocast_dtype(lm.device) == want
+
+
+def test_word_counts_and_suffix_are_guaranteed(lm, hmm):
+    prompts = ["The", "A"]
+    out = generate(lm, prompts, hmm, min_words=2, max_words=4, suffix=" end.",
+                   max_new_tokens=24, do_sample=True, random_state=3)
+    assert out.satisfied == [True, True]
+    for text in out.texts:   # plain string oracles
+        assert text.endswith(" end.")
+        assert 2 <= len(words_of(text)) <= 4, text
+    with pytest.raises(ValueError, match="max_words: expected an integer >= 3"):
+        generate(lm, prompts, hmm, min_words=3, max_words=2)
+    with pytest.raises(ValueError, match="suffix: expected a non-empty string"):
+        generate(lm, prompts, hmm, suffix="")

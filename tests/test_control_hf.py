@@ -11,7 +11,7 @@ from seqprob.hmm.distill import distill
 from seqprob.lm import tiny_lm
 
 pytest.importorskip("transformers")
-from transformers import LogitsProcessorList  # noqa: E402
+from transformers import LogitsProcessorList
 
 TINY = dict(n_hidden=8, seq_len=16, batch_size=16, n_init_batches=2, n_em_steps=2,
             n_held_out=16)
