@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqprob.control.constrained import ConstraintProcessor, backward_table
+from seqprob.control.constrained import ConstraintProcessor, DFAMask, backward_table
 from seqprob.control.hmm_tables import hmm_predict, hmm_tables
 from seqprob.control.tokens import compile_keywords, compile_tokens, token_bytes
 from seqprob.control.words import (
@@ -86,6 +86,26 @@ def test_conditional_equals_brute_force_enumeration(word_dfa, oracle, prompt):
     if not prompt:
         start = float(proc.table.start_log_prob[budget].exp())
         assert start == pytest.approx(brute(()), rel=1e-9)
+
+
+@pytest.mark.parametrize("word_dfa", [banned("dog"), word_count(1, 2), ends_with("g,")])
+def test_dfa_mask_allows_exactly_the_completable_tokens(word_dfa):
+    """DFAMask (no HMM): a token is allowed iff some continuation within the budget is
+    accepted, by enumeration of every continuation."""
+    _, token_dfa = tiny_problem(word_dfa)
+    budget, v = 3, len(TOKENS)
+    mask = DFAMask(token_dfa, max_new_tokens=budget)
+    ok = {s: accepted(word_dfa.accepts_text, list(s))
+          for s in itertools.product(range(v), repeat=budget)}
+    for length in range(budget):
+        for prefix in itertools.product(range(v), repeat=length):
+            state = mask.init_state(torch.zeros(1, 1, dtype=torch.int64), budget)
+            for x in prefix:
+                state = mask.advance(state, torch.tensor([x]))
+            got = torch.isfinite(mask.process(torch.zeros(1, v), state))[0].tolist()
+            want = [any(ok[s] for s in ok if s[:length + 1] == (*prefix, x)) for x in range(v)]
+            if any(ok[s] for s in ok if s[:length] == prefix):  # a reachable prefix
+                assert got == want, (prefix, got, want)
 
 
 def test_prompts_set_the_prior_row_by_row():

@@ -184,6 +184,63 @@ def _check_vocab(tables: HMMTables, token_dfa: TokenDFA) -> None:
                          f"{token_dfa.vocab_size} tokens, got {tables.vocab_size}")
 
 
+def _check_satisfiable(token_dfa: TokenDFA, distances: np.ndarray, budget: int) -> None:
+    shortest = int(distances[token_dfa.dfa.start])
+    if shortest == UNREACHABLE:
+        raise ValueError("token_dfa: the constraint accepts no token sequence (conflicting "
+                         "constraints, e.g. a keyword both required and banned, or words "
+                         "the tokenizer cannot produce)")
+    if shortest > budget:
+        raise ValueError(f"max_new_tokens: the constraint needs at least {shortest} tokens, "
+                         f"got a budget of {budget}")
+
+
+@dataclasses.dataclass
+class DFAState(State):
+    """Per row: ``dfa_state`` and ``step`` ``(batch,)`` int64; ``max_new_tokens``."""
+
+    dfa_state: Tensor
+    step: Tensor
+    max_new_tokens: int
+
+
+class DFAMask(LogitsProcessor):
+    """Forbids exactly the tokens after which ``token_dfa`` can no longer accept within the
+    remaining budget: the constraint is met without an HMM, but the LM's distribution is only
+    truncated, not reweighted by how likely the constraint is later (that is
+    :class:`ConstraintProcessor`). Right for constraints that are easy to keep, such as bans."""
+
+    def __init__(self, token_dfa: TokenDFA, *, max_new_tokens: int) -> None:
+        if not isinstance(token_dfa, TokenDFA):
+            raise TypeError(f"token_dfa: expected a TokenDFA, got {describe(token_dfa)}")
+        self.token_dfa = token_dfa
+        self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+        self.distances = token_dfa.dfa.distances()
+        _check_satisfiable(token_dfa, self.distances, max_new_tokens)
+        self._successor = torch.from_numpy(token_dfa.token_transitions())  # (Q, V)
+        self._distances = torch.from_numpy(self.distances)  # (Q,)
+
+    def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> DFAState:
+        check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
+        check_int(max_new_tokens, "max_new_tokens", minimum=1, maximum=self.max_new_tokens)
+        _check_satisfiable(self.token_dfa, self.distances, max_new_tokens)
+        batch = prompt_ids.shape[0]
+        return DFAState(torch.full((batch,), self.token_dfa.dfa.start, dtype=torch.int64),
+                        torch.zeros(batch, dtype=torch.int64), max_new_tokens)
+
+    def process(self, log_probs: Tensor, state: DFAState) -> Tensor:
+        check_shape(check_tensor(log_probs, "log_probs"), "log_probs",
+                    (state.dfa_state.shape[0], self.token_dfa.vocab_size))
+        remaining = state.max_new_tokens - state.step - 1  # (batch,)
+        reach = self._distances[self._successor[state.dfa_state]]  # (batch, V)
+        allowed = (reach <= remaining[:, None]).to(log_probs.device)
+        return log_probs.masked_fill(~allowed, float("-inf"))
+
+    def advance(self, state: DFAState, tokens: Tensor) -> DFAState:
+        successor = self._successor[state.dfa_state, tokens.cpu()]
+        return dataclasses.replace(state, dfa_state=successor, step=state.step + 1)
+
+
 @dataclasses.dataclass
 class ConstraintState(State):
     """Per row: ``dfa_state`` ``(batch,)`` int64, ``prior`` ``(batch, K)`` — the HMM's
@@ -220,7 +277,7 @@ class ConstraintProcessor(LogitsProcessor):
         self.token_dfa = token_dfa
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
         self.distances = token_dfa.dfa.distances()
-        self._check_satisfiable(max_new_tokens)
+        _check_satisfiable(token_dfa, self.distances, max_new_tokens)
         self.table = backward_table(hmm, token_dfa, max_new_tokens, matmul_dtype=matmul_dtype)
         if not bool(torch.isfinite(self.table.start_log_prob[max_new_tokens])):
             raise ValueError("token_dfa: the HMM gives the constraint probability 0 within "
@@ -232,16 +289,6 @@ class ConstraintProcessor(LogitsProcessor):
         self._dense = self._dense_successors().to(device)  # (Q, n_dense)
         self._distances = torch.from_numpy(self.distances).to(device)  # (Q,)
         self._emission_mm = emission_for_matmul(hmm, matmul_dtype)  # (K, V)
-
-    def _check_satisfiable(self, budget: int) -> None:
-        shortest = int(self.distances[self.token_dfa.dfa.start])
-        if shortest == UNREACHABLE:
-            raise ValueError("token_dfa: the constraint accepts no token sequence (conflicting "
-                             "constraints, e.g. a keyword both required and banned, or words "
-                             "the tokenizer cannot produce)")
-        if shortest > budget:
-            raise ValueError(f"max_new_tokens: the constraint needs at least {shortest} tokens, "
-                             f"got a budget of {budget}")
 
     def _dense_successors(self) -> Tensor:
         """``(Q, n_dense)``: the successors that the most tokens lead to from each state."""
@@ -256,7 +303,7 @@ class ConstraintProcessor(LogitsProcessor):
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> ConstraintState:
         check_int(max_new_tokens, "max_new_tokens", minimum=1, maximum=self.max_new_tokens)
-        self._check_satisfiable(max_new_tokens)
+        _check_satisfiable(self.token_dfa, self.distances, max_new_tokens)
         prior = prompt_prior(self.hmm, prompt_ids)  # (batch, K)
         batch, device = prior.shape[0], prior.device
         return ConstraintState(

@@ -29,7 +29,8 @@ from seqprob.lm import generate as lm_generate
 
 @dataclasses.dataclass
 class ControlResult:
-    """Per prompt, in order: ``texts``, ``token_ids`` (the new tokens), ``model_logprobs``
+    """Per prompt, in order: ``texts``, ``token_ids`` (the new tokens), ``logprobs`` (each new
+    token's log-probability under the controlled decoding distribution), ``model_logprobs``
     (the LM's own log-probability of each new token, before control) and ``satisfied``:
     whether every keyword occurs in some inflection, no avoided word occurs, the word count is
     in range and the text ends with the suffix (checked on the text by the word-level automata,
@@ -37,6 +38,7 @@ class ControlResult:
 
     texts: list[str]
     token_ids: list[list[int]]
+    logprobs: list[list[float]]
     model_logprobs: list[list[float]]
     satisfied: list[bool | None]
 
@@ -195,6 +197,7 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
     plans = [(words, rows, plan.processors(words)) for words, rows in groups.items()]
     texts: list[str] = [""] * len(prompts)
     ids: list[list[int]] = [[] for _ in prompts]
+    lps: list[list[float]] = [[] for _ in prompts]
     model_lps: list[list[float]] = [[] for _ in prompts]
     stop = {"eos_token_id": () if eos is None else (eos,)}
     for _, rows, processors in plans:
@@ -204,12 +207,13 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
         for j, r in enumerate(rows):
             n = int(result.lengths[j])
             texts[r], ids[r] = result.texts[j], result.token_ids[j, :n].tolist()
+            lps[r] = result.logprobs[j, :n].tolist()
             model_lps[r] = result.model_logprobs[j, :n].tolist()
     counts = (min_words, max_words)
     checked = bool(keywords) or bool(avoid) or counts != (None, None) or suffix is not None
     satisfied = [_satisfied(t, words, avoid, counts, suffix) if checked else None
                  for t, words in zip(texts, lists, strict=True)]
-    return ControlResult(texts, ids, model_lps, satisfied)
+    return ControlResult(texts, ids, lps, model_lps, satisfied)
 
 
 def logits_processor(lm: LanguageModel, keywords: Sequence[str] | None = None,
