@@ -101,7 +101,7 @@ def _check_conflicts(keywords: Sequence[tuple[str, ...]], avoid: Sequence[str]) 
                                  f"{sorted(clash)}")
 
 
-def _attribute_processor(lm, tables, attributes, max_new_tokens, strength, verbose):
+def _attribute_processor(lm, tables, attributes, max_new_tokens, strength, rule, verbose):
     if attributes is None or (not isinstance(attributes, (str, TokenAttribute))
                               and not attributes):
         return None
@@ -116,7 +116,7 @@ def _attribute_processor(lm, tables, attributes, max_new_tokens, strength, verbo
     for a in resolved[1:]:
         combined = combined * a
     return AttributeProcessor(tables, combined, max_new_tokens=max_new_tokens,
-                              strength=strength)
+                              strength=strength, rule=rule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +139,7 @@ class _Plan:
         return [p for p in (constraint, self.attribute) if p is not None]
 
 
-def _plan(lm, hmm, *, lists, avoid, constraints, attributes, strength, max_new_tokens,
+def _plan(lm, hmm, *, lists, avoid, constraints, attributes, strength, rule, max_new_tokens,
           min_words, max_words, suffix, verbose) -> _Plan:
     """Check every input (before any decoding) and build what the prompts share."""
     if not isinstance(lm, LanguageModel):
@@ -160,7 +160,8 @@ def _plan(lm, hmm, *, lists, avoid, constraints, attributes, strength, max_new_t
     eos = lm.eos_token_ids[0] if lm.eos_token_ids else None
     pieces = token_bytes(lm.tokenizer, lm.vocab_size)
     shared = _shared_constraint(avoid, constraints, pieces, eos, (min_words, max_words), suffix)
-    attribute = _attribute_processor(lm, tables, attributes, max_new_tokens, strength, verbose)
+    attribute = _attribute_processor(lm, tables, attributes, max_new_tokens, strength, rule,
+                                     verbose)
     return _Plan(lm, tables, shared, attribute, pieces, eos, max_new_tokens)
 
 
@@ -168,16 +169,17 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
              keywords: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = (),
              constraints: TokenDFA | None = None,
              attributes: str | TokenAttribute | Sequence[str | TokenAttribute] | None = None,
-             strength: float = 1.0, max_new_tokens: int = 32, min_words: int | None = None,
-             max_words: int | None = None, suffix: str | None = None, verbose: bool = False,
-             **decoding) -> ControlResult:
+             strength: float = 1.0, rule: str = "trace", max_new_tokens: int = 32,
+             min_words: int | None = None, max_words: int | None = None,
+             suffix: str | None = None, verbose: bool = False, **decoding) -> ControlResult:
     """Continue ``prompts`` so that each output contains every word of its ``keywords`` list
     (any inflection) and none of ``avoid``, has between ``min_words`` and ``max_words`` words
     (``None``: no bound), ends with the string ``suffix``, and satisfies ``constraints`` (a
     :class:`TokenDFA` over the LM's tokens, for every prompt) — with certainty, within
     ``max_new_tokens`` — and is steered toward ``attributes`` (names ``"nontoxic"``,
-    ``"positive"`` or :class:`TokenAttribute` objects, multiplied) with ``strength``. The HMM
-    reads each prompt before the first new token.
+    ``"positive"`` or :class:`TokenAttribute` objects, multiplied) with ``strength`` under
+    ``rule`` (see :class:`AttributeProcessor`). The HMM reads each prompt before the first new
+    token.
 
     ``hmm``: an HMM over the LM's vocabulary (``None``: :func:`default_hmm`, distilled and
     cached on first use). ``decoding``: keyword arguments of :func:`seqprob.lm.generate`
@@ -188,8 +190,9 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
                          f"{describe(prompts)}")
     lists = _keyword_lists(keywords, len(prompts))
     plan = _plan(lm, hmm, lists=lists, avoid=avoid, constraints=constraints,
-                 attributes=attributes, strength=strength, max_new_tokens=max_new_tokens,
-                 min_words=min_words, max_words=max_words, suffix=suffix, verbose=verbose)
+                 attributes=attributes, strength=strength, rule=rule,
+                 max_new_tokens=max_new_tokens, min_words=min_words, max_words=max_words,
+                 suffix=suffix, verbose=verbose)
     eos = plan.eos
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, words in enumerate(lists):
@@ -220,7 +223,7 @@ def logits_processor(lm: LanguageModel, keywords: Sequence[str] | None = None,
                      constraints: TokenDFA | None = None,
                      attributes: str | TokenAttribute | Sequence[str | TokenAttribute] |
                      None = None, hmm: HMM | HMMTables | None = None, *,
-                     avoid: Sequence[str] = (), strength: float = 1.0,
+                     avoid: Sequence[str] = (), strength: float = 1.0, rule: str = "trace",
                      max_new_tokens: int = 32, min_words: int | None = None,
                      max_words: int | None = None, suffix: str | None = None,
                      verbose: bool = False):
@@ -235,8 +238,9 @@ def logits_processor(lm: LanguageModel, keywords: Sequence[str] | None = None,
 
     lists = _keyword_lists(None if keywords is None else [keywords], 1)
     plan = _plan(lm, hmm, lists=lists, avoid=avoid, constraints=constraints,
-                 attributes=attributes, strength=strength, max_new_tokens=max_new_tokens,
-                 min_words=min_words, max_words=max_words, suffix=suffix, verbose=verbose)
+                 attributes=attributes, strength=strength, rule=rule,
+                 max_new_tokens=max_new_tokens, min_words=min_words, max_words=max_words,
+                 suffix=suffix, verbose=verbose)
     processors = plan.processors(lists[0])
     if not processors:
         raise ValueError("logits_processor: nothing to control; give keywords, constraints, "
