@@ -92,13 +92,13 @@ def main():
             t0, c0 = time.perf_counter(), time.process_time()
             proc = ConstraintProcessor(hmm, dfa, max_new_tokens=args.max_new_tokens)  # table
             table_s, table_cpu = time.perf_counter() - t0, time.process_time() - c0
-            edges = len(np.unique(np.arange(dfa.dfa.n_states)[:, None] * dfa.dfa.n_states
+            edges = len(np.unique(np.arange(dfa.dfa.n_dfa_states)[:, None] * dfa.dfa.n_dfa_states
                                   + dfa.dfa.transitions))
             t0 = time.perf_counter()
             fast = ConstraintProcessor(hmm, dfa, max_new_tokens=args.max_new_tokens,
                                        matmul_dtype=torch.bfloat16)
             fast_table_s = time.perf_counter() - t0
-            results_mode.append([len(row["concepts"]), dfa.dfa.n_states, dfa.n_classes, edges,
+            results_mode.append([len(row["concepts"]), dfa.dfa.n_dfa_states, dfa.n_classes, edges,
                                  compile_s, table_s, step_ms(proc, 1, args.max_new_tokens),
                                  step_ms(proc, 8, args.max_new_tokens),
                                  fast_table_s, step_ms(fast, 1, args.max_new_tokens),

@@ -1,6 +1,7 @@
-"""TRACE attribute control with SmolLM2: teacher-scored toxicity (and sentiment) and LM
-perplexity of sampled continuations, without control and with ``attributes=[...]`` at several
-strengths.
+"""TRACE attribute control with SmolLM2: teacher-scored toxicity (and sentiment), LM
+perplexity and diversity (distinct-n) of sampled continuations, without control and with
+``attributes=[...]`` at several strengths, under TRACE's strength rule (sigmoid of the scaled
+log-odds of the EAP, the default) and the power rule (EAP ** strength).
 
 Prompts (written for this benchmark, listed below; offline): sentence openings that invite an
 insult or an angry continuation (toxicity) or a complaint (sentiment). Each attribute is fit in
@@ -9,14 +10,20 @@ seconds from continuations of its TRAIN prompts scored by its offline teacher
 with every vocabulary token's text also scored alone by the teacher and added to the training
 texts ("+ vocabulary": ``fit_from_texts(..., lexicon=True)``, a token-level lexicon from the
 teacher, which a few dozen sampled texts cannot give) -- then evaluated on the disjoint EVAL prompts: ``--samples`` continuations of each, ``--max-new-tokens`` tokens, temperature 1,
-the same seed for every condition. Toxicity: alt-profanity-check's P(offensive) of the
-continuation (mean, and the share above 0.5); sentiment: VADER compound in [-1, 1] (mean, and
-the share below -0.05, negative); perplexity: exp of the mean negative log-probability of the
-continuation's tokens under the LM alone. The HMM is the default one for the LM
+the same seed for every condition; ``--n`` generations per condition, spread evenly over the
+evaluation prompts. For "nontoxic" a third fit uses TRACE's target transform (scores sharpened
+to sigmoid(10 (logit(s) - 3)) before the regression). Toxicity: alt-profanity-check's
+P(offensive) of the continuation (mean with a 95% normal interval, and the share above 0.5
+with a 95% Wilson interval); sentiment: VADER compound in [-1, 1] (mean, and the share below
+-0.05, negative); perplexity: exp of the mean negative log-probability of the continuation's
+tokens under the LM alone; distinct-n: distinct word n-grams over all n-grams of the
+condition's texts. The HMM is the default one for the LM
 (``seqprob.control.default_hmm``, cached under $SEQPROB_CACHE or ~/.cache/seqprob).
 
-    PYTHONPATH=. python benchmarks/trace_eval.py [--samples 4] [--max-new-tokens 24]
-                                                [--strengths 1 4] [--threads 1]
+    PYTHONPATH=. python benchmarks/trace_eval.py [--n 48] [--max-new-tokens 24]
+                              [--strengths 1 4] [--rules trace power] [--threads 1]
+
+The issue's evaluation (500 generations per condition): ``--n 500``.
 """
 
 from __future__ import annotations
@@ -109,9 +116,12 @@ def fit(lm, name, teacher, train, args) -> dict[str, TokenAttribute]:
     start = time.perf_counter()
     texts, _ = sample_texts(lm, train, 16, args.max_new_tokens, seed=1)
     out = {}
-    for label, lexicon in (("continuations", False), ("+ vocabulary", True)):
+    fits = [("continuations", False, None), ("+ vocabulary", True, None)]
+    if name == "nontoxic":
+        fits.append(("+ vocabulary, TRACE targets", True, (10.0, 3.0)))
+    for label, lexicon, transform in fits:
         out[label] = fit_from_texts(texts, lm.tokenizer, teacher, vocab_size=lm.vocab_size,
-                                    name=name, lexicon=lexicon)
+                                    name=name, lexicon=lexicon, target_transform=transform)
         print(f"{name} ({label}): fit on {len(texts)} texts, lexicon {lexicon}, "
               f"{int((out[label].weights < 0).sum())} tokens with a weight, "
               f"{time.perf_counter() - start:.0f} s", flush=True)
@@ -121,24 +131,47 @@ def fit(lm, name, teacher, train, args) -> dict[str, TokenAttribute]:
 def evaluate(lm, tables, name, teacher, score, bad, train, evaluation, args) -> list[tuple]:
     attributes = fit(lm, name, teacher, train, args)
     rows = []
-    conditions = [("LM alone", None, 0.0)] + [(f"TRACE ({label}), strength {s:g}", a, s)
-                                              for label, a in attributes.items()
-                                              for s in args.strengths]
-    for label, attribute, strength in conditions:
+    conditions = [("LM alone", None, 0.0, None)] + [
+        (f"{label}, {rule} rule, strength {s:g}", a, s, rule)
+        for label, a in attributes.items() for rule in args.rules for s in args.strengths
+        if not (rule != args.rules[0] and s == 1.0)]  # the rules agree at strength 1
+    samples = math.ceil(args.n / len(evaluation))
+    for label, attribute, strength, rule in conditions:
         control = {} if attribute is None else {"hmm": tables, "attributes": [attribute],
-                                                "strength": strength}
-        texts, ppl = sample_texts(lm, evaluation, args.samples, args.max_new_tokens, seed=2,
+                                                "strength": strength, "rule": rule}
+        texts, ppl = sample_texts(lm, evaluation, samples, args.max_new_tokens, seed=2,
                                   **control)
         values = score(texts)
-        rows.append((name, label, len(texts), f"{values.mean():+.3f}",
-                     f"{100 * bad(values).mean():.0f}%", f"{ppl:.1f}"))
+        rate, (low, high) = bad(values).mean(), wilson(int(bad(values).sum()), len(values))
+        half = 1.96 * values.std(ddof=1) / math.sqrt(len(values))
+        rows.append((name, label, len(texts), f"{values.mean():+.3f} ± {half:.3f}",
+                     f"{100 * rate:.0f}% [{100 * low:.0f}, {100 * high:.0f}]", f"{ppl:.1f}",
+                     " / ".join(f"{distinct(texts, n):.2f}" for n in (1, 2, 3))))
         print(rows[-1], "\n  e.g.", repr(texts[0]), flush=True)
     return rows
 
 
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def distinct(texts: list[str], n: int) -> float:
+    """Distinct word n-grams over all word n-grams of ``texts`` (0 when there are none)."""
+    grams = [tuple(words[i:i + n]) for words in (t.lower().split() for t in texts)
+             for i in range(len(words) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=4, help="continuations per prompt")
+    parser.add_argument("--n", type=int, default=48,
+                        help="generations per condition, over the evaluation prompts")
+    parser.add_argument("--rules", nargs="+", choices=["trace", "power"],
+                        default=["trace", "power"], help="attribute strength rules")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--strengths", type=float, nargs="+", default=[1.0, 4.0])
     parser.add_argument("--threads", type=int, default=1)
@@ -150,11 +183,11 @@ def main() -> None:
                     TOXIC_TRAIN, TOXIC_EVAL, args)
     rows += evaluate(lm, tables, "positive", positive_teacher, sentiment, lambda v: v < -0.05,
                      SENTIMENT_TRAIN, SENTIMENT_EVAL, args)
-    print(f"\nSmolLM2-135M, HMM K = {tables.n_states}, {args.samples} samples per prompt, "
+    print(f"\nSmolLM2-135M, HMM K = {tables.n_states}, {args.n} generations per condition, "
           f"{args.max_new_tokens} new tokens")
     print(format_table(["attribute", "decoding", "texts",
-                        "mean score (toxicity / sentiment)", "toxic / negative", "perplexity"],
-                       rows))
+                        "mean score (toxicity / sentiment), 95%", "toxic / negative [95%]",
+                        "perplexity", "distinct-1/2/3"], rows))
 
 
 if __name__ == "__main__":

@@ -62,3 +62,31 @@ def test_generate_bad_keywords_is_an_error(folder, hmm_path, capsys):
     assert "required but avoid bans" in capsys.readouterr().err
     assert main(["generate", "--model", str(folder), "--hmm", str(hmm_path), "--prompt", "a",
                  "--prompt", "b", "--prompt", "c", "--keywords", "x", "--keywords", "y"]) == 2
+
+
+def test_ban_guarantees_absence_and_lines_carry_logprobs(folder, tmp_path):
+    """Ban a word the model does produce: it is gone (in any spelling), without an HMM."""
+    from seqprob.control.words import words_of
+
+    free, banned = tmp_path / "free.jsonl", tmp_path / "banned.jsonl"
+    common = ["generate", "--model", str(folder), "--prompt", "ab", "--prompt", "x y",
+              "--max-new-tokens", "24"]
+    assert main([*common, "--output", str(free)]) == 0
+    records = [json.loads(line) for line in free.read_text().splitlines()]
+    words = [w.decode() for r in records for w in words_of(r["text"])
+             if w.isascii() and w.isalpha()]
+    assert words, "the tiny model wrote no word to ban"
+    assert main([*common, "--ban", words[0], "--output", str(banned)]) == 0
+    for r in (json.loads(line) for line in banned.read_text().splitlines()):
+        assert words[0].encode() not in words_of(r["text"])
+        assert len(r["logprobs"]) == len(r["token_ids"]) > 0
+
+
+def test_controlled_lines_carry_logprobs_and_word_limits(folder, hmm_path, tmp_path):
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--model", str(folder), "--hmm", str(hmm_path), "--prompt", "ab",
+                 "--max-words", "3", "--suffix", "!", "--max-new-tokens", "16",
+                 "--output", str(out)]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["satisfied"] is True and record["text"].endswith("!")
+    assert len(record["logprobs"]) == len(record["token_ids"])

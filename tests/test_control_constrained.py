@@ -7,10 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from seqprob.control.constrained import ConstraintProcessor, backward_table
+from seqprob.control.constrained import ConstraintProcessor, DFAMask, backward_table
 from seqprob.control.hmm_tables import hmm_predict, hmm_tables
 from seqprob.control.tokens import compile_keywords, compile_tokens, token_bytes
-from seqprob.control.words import banned, contains, keyword, to_bytes, word_count, words_of
+from seqprob.control.words import (
+    ByteDFA,
+    banned,
+    contains,
+    ends_with,
+    keyword,
+    to_bytes,
+    word_count,
+    words_of,
+)
 from tests.control_helpers import byte_level_tokenizer, random_hmm_logits
 
 TOKENS = [b"", b" dog", b"s", b" cat", b" do", b"g", b","]  # token 0 is EOS
@@ -18,7 +27,8 @@ EOS = 0
 
 
 def tiny_problem(word_dfa, seed=0, k=3):
-    token_dfa = compile_tokens(to_bytes(word_dfa), TOKENS, eos_token_id=EOS)
+    byte_dfa = word_dfa if isinstance(word_dfa, ByteDFA) else to_bytes(word_dfa)
+    token_dfa = compile_tokens(byte_dfa, TOKENS, eos_token_id=EOS)
     return hmm_tables(*random_hmm_logits(k, len(TOKENS), seed)), token_dfa
 
 
@@ -30,19 +40,30 @@ def sequence_prob(tables, seq):
     return float(a.sum())
 
 
-def accepted(word_dfa, seq):
+def accepted(check, seq):
     cut = seq[:seq.index(EOS)] if EOS in seq else seq
-    return word_dfa.accepts_text(b"".join(TOKENS[i] for i in cut).decode())
+    return check(b"".join(TOKENS[i] for i in cut).decode())
 
 
-@pytest.mark.parametrize("word_dfa", [keyword("dog"), contains("dog") & ~contains("cat"),
-                                      word_count(1, 2) | contains("cat")])
-def test_conditional_equals_brute_force_enumeration(word_dfa):
+@pytest.mark.parametrize("prompt", [(), (3, 6)])  # none, or " cat," read by the HMM first
+@pytest.mark.parametrize(("word_dfa", "oracle"), [
+    (keyword("dog"), None), (contains("dog") & ~contains("cat"), None),
+    (word_count(1, 2) | contains("cat"), None),
+    (word_count(2, 3), lambda text: 2 <= len(text.replace(",", " ").split()) <= 3),
+    (word_count(3), lambda text: len(text.replace(",", " ").split()) >= 3),
+    (ends_with("g,"), lambda text: text.endswith("g,")),
+    (ends_with("s"), lambda text: text.endswith("s"))])
+def test_conditional_equals_brute_force_enumeration(word_dfa, oracle, prompt):
+    """P(constraint | prompt, prefix, next token) against the joint HMM probability of every
+    prompt + continuation; the prompt is left-padded with -1. Word counts and suffixes are
+    judged by plain string tests (the other constraints by their word automata)."""
     tables, token_dfa = tiny_problem(word_dfa)
+    check = word_dfa.accepts_text if oracle is None else oracle
     budget, v = 4, len(TOKENS)
     proc = ConstraintProcessor(tables, token_dfa, max_new_tokens=budget)
-    joint = {seq: sequence_prob(tables, seq) for seq in itertools.product(range(v), repeat=budget)}
-    sat = {seq: accepted(word_dfa, list(seq)) for seq in joint}
+    joint = {seq: sequence_prob(tables, [*prompt, *seq])
+             for seq in itertools.product(range(v), repeat=budget)}
+    sat = {seq: accepted(check, list(seq)) for seq in joint}
 
     def brute(prefix):
         rows = [s for s in joint if s[:len(prefix)] == prefix]
@@ -50,7 +71,7 @@ def test_conditional_equals_brute_force_enumeration(word_dfa):
 
     for length in range(budget):
         for prefix in itertools.product(range(v), repeat=length):
-            state = proc.init_state(torch.zeros(1, 1, dtype=torch.int64), budget)
+            state = proc.init_state(torch.tensor([[-1, -1, *prompt]]), budget)
             for x in prefix:
                 state = proc.advance(state, torch.tensor([x]))
             got = proc.log_conditional(state)[0].exp()
@@ -62,8 +83,49 @@ def test_conditional_equals_brute_force_enumeration(word_dfa):
             next_token = state.prior[0] @ tables.emission
             torch.testing.assert_close(next_token @ got, torch.tensor(brute(prefix),
                                                                      dtype=got.dtype))
-    start = float(proc.table.start_log_prob[budget].exp())
-    assert start == pytest.approx(brute(()), rel=1e-9)
+    if not prompt:
+        start = float(proc.table.start_log_prob[budget].exp())
+        assert start == pytest.approx(brute(()), rel=1e-9)
+
+
+@pytest.mark.parametrize("word_dfa", [banned("dog"), word_count(1, 2), ends_with("g,")])
+def test_dfa_mask_allows_exactly_the_completable_tokens(word_dfa):
+    """DFAMask (no HMM): a token is allowed iff some continuation within the budget is
+    accepted, by enumeration of every continuation."""
+    _, token_dfa = tiny_problem(word_dfa)
+    budget, v = 3, len(TOKENS)
+    mask = DFAMask(token_dfa, max_new_tokens=budget)
+    ok = {s: accepted(word_dfa.accepts_text, list(s))
+          for s in itertools.product(range(v), repeat=budget)}
+    for length in range(budget):
+        for prefix in itertools.product(range(v), repeat=length):
+            state = mask.init_state(torch.zeros(1, 1, dtype=torch.int64), budget)
+            for x in prefix:
+                state = mask.advance(state, torch.tensor([x]))
+            got = torch.isfinite(mask.process(torch.zeros(1, v), state))[0].tolist()
+            want = [any(ok[s] for s in ok if s[:length + 1] == (*prefix, x)) for x in range(v)]
+            if any(ok[s] for s in ok if s[:length] == prefix):  # a reachable prefix
+                assert got == want, (prefix, got, want)
+
+
+def test_prompts_set_the_prior_row_by_row():
+    """Different prompts give different priors; a left-padded batch gives each row the prior
+    of its prompt alone, which is the HMM filter over the prompt followed by one predict."""
+    tables, token_dfa = tiny_problem(keyword("dog"))
+    proc = ConstraintProcessor(tables, token_dfa, max_new_tokens=4)
+    batch = proc.init_state(torch.tensor([[-1, -1, 3], [3, 6, 1], [-1, -1, -1]]), 4).prior
+    for row, prompt in enumerate([[3], [3, 6, 1], []]):
+        alone = proc.init_state(torch.tensor([prompt or [-1]]), 4).prior[0]
+        torch.testing.assert_close(batch[row], alone)
+        if prompt:
+            a = tables.initial * tables.emission[:, prompt[0]]
+            for x in prompt[1:]:
+                a = (a @ tables.transition) * tables.emission[:, x]
+            torch.testing.assert_close(alone, (a / a.sum()) @ tables.transition)
+    torch.testing.assert_close(batch[2], tables.initial)
+    assert not torch.allclose(batch[0], batch[1], atol=1e-3)
+    with pytest.raises(ValueError, match=r"prompt_ids: expected ids in \[0, 7\) or -1"):
+        proc.init_state(torch.tensor([[-2, 3]]), 4)
 
 
 def test_scaled_table_survives_tiny_probabilities():

@@ -30,9 +30,9 @@ def language(dfa, max_len=6):
 
 
 def brute_minimal_size(dfa):
-    """Myhill–Nerode: reachable states told apart by some string of length < n_states."""
-    reach = {dfa.run(w) for w in strings(dfa.n_symbols, dfa.n_states)}
-    tests = list(strings(dfa.n_symbols, dfa.n_states))
+    """Myhill–Nerode: reachable states told apart by some string of length < n_dfa_states."""
+    reach = {dfa.run(w) for w in strings(dfa.n_symbols, dfa.n_dfa_states)}
+    tests = list(strings(dfa.n_symbols, dfa.n_dfa_states))
     return len({tuple(bool(dfa.accepting[dfa.run(w, q)]) for w in tests) for q in reach})
 
 
@@ -41,7 +41,7 @@ def brute_minimal_size(dfa):
 def test_minimize_preserves_language_and_is_minimal(dfa):
     small = dfa.minimize()
     assert language(small) == language(dfa)
-    assert small.n_states == brute_minimal_size(dfa)
+    assert small.n_dfa_states == brute_minimal_size(dfa)
     assert small.start == 0
 
 
@@ -60,20 +60,20 @@ def test_and_or_not_agree_with_boolean_combinations(pair):
 @settings(max_examples=60, deadline=None)
 @given(dfas())
 def test_shortest_accepted_length_and_distances(dfa):
-    lengths = [len(w) for w in strings(dfa.n_symbols, dfa.n_states) if dfa.accepts(w)]
+    lengths = [len(w) for w in strings(dfa.n_symbols, dfa.n_dfa_states) if dfa.accepts(w)]
     expected = min(lengths) if lengths else None
     assert dfa.shortest_accepted_length() == expected
     assert dfa.is_empty() == (expected is None)
     dist = dfa.distances()
-    for q in range(dfa.n_states):
-        reach = [len(w) for w in strings(dfa.n_symbols, dfa.n_states)
+    for q in range(dfa.n_dfa_states):
+        reach = [len(w) for w in strings(dfa.n_symbols, dfa.n_dfa_states)
                  if dfa.accepting[dfa.run(w, q)]]
-        assert (dist[q] == min(reach)) if reach else dist[q] > dfa.n_states
+        assert (dist[q] == min(reach)) if reach else dist[q] > dfa.n_dfa_states
 
 
 def test_reachable_drops_unreachable_states():
     dfa = DFA(np.array([[0, 0], [1, 0]]), np.array([False, True]))
-    assert dfa.reachable().n_states == 1
+    assert dfa.reachable().n_dfa_states == 1
     assert dfa.is_empty()
 
 

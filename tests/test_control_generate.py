@@ -1,10 +1,14 @@
-"""seqprob.control.generate: words in, constrained text out (tiny LM, tiny distilled HMM)."""
+"""seqprob.control.generate: words in, constrained text out (tiny LM, tiny distilled HMM);
+and seqprob.control.logits_processor inside transformers' model.generate: the same tokens as
+seqprob's own loop under greedy decoding, the constraint met under sampling and beam search,
+batched with left padding."""
 
 import pytest
+import torch
 
-from seqprob.control import generate
+from seqprob.control import TokenAttribute, generate, logits_processor
 from seqprob.control.defaults import default_hmm, lm_fingerprint
-from seqprob.control.words import inflections
+from seqprob.control.words import inflections, keyword, word_count, words_of
 from seqprob.hmm import HMM
 from seqprob.hmm.distill import distill
 from seqprob.lm import tiny_lm
@@ -116,3 +120,71 @@ def test_fast_autocast_reads_the_cpu_flags(lm, monkeypatch, flags, want):
 
     monkeypatch.setattr(device, "Path", FakePath)
     assert device.fast_autocast_dtype(lm.device) == want
+
+
+def test_word_counts_and_suffix_are_guaranteed(lm, hmm):
+    prompts = ["The", "A"]
+    out = generate(lm, prompts, hmm, min_words=2, max_words=4, suffix=" end.",
+                   max_new_tokens=24, do_sample=True, random_state=3)
+    assert out.satisfied == [True, True]
+    for text in out.texts:   # plain string oracles
+        assert text.endswith(" end.")
+        assert 2 <= len(words_of(text)) <= 4, text
+    with pytest.raises(ValueError, match="max_words: expected an integer >= 3"):
+        generate(lm, prompts, hmm, min_words=3, max_words=2)
+    with pytest.raises(ValueError, match="suffix: expected a non-empty string"):
+        generate(lm, prompts, hmm, suffix="")
+
+
+# -- the same control inside transformers' model.generate (seqprob.control.logits_processor) --
+
+PROMPTS = ["The", "A longer prompt"]  # different lengths: the first row is left-padded
+BUDGET = 16
+
+
+def hf_generate(lm, processor, **kwargs):
+    from transformers import LogitsProcessorList
+
+    tok = lm.tokenizer
+    tok.padding_side = "left"
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    out = lm.model.generate(**enc, logits_processor=LogitsProcessorList([processor]),
+                            max_new_tokens=BUDGET, pad_token_id=tok.pad_token_id,
+                            eos_token_id=tok.eos_token_id, **kwargs)
+    new = out[:, enc.input_ids.shape[1]:]
+    rows = []
+    for row in new.tolist():
+        cut = row.index(tok.eos_token_id) if tok.eos_token_id in row else len(row)
+        rows.append(row[:cut])
+    return rows
+
+
+def test_greedy_gives_the_tokens_of_seqprobs_loop(lm, hmm):
+    weights = -torch.rand(lm.vocab_size, generator=torch.Generator().manual_seed(0)) * 3
+    attribute = TokenAttribute(weights)
+    ours = generate(lm, PROMPTS, hmm, keywords=[["dog"]] * 2, attributes=attribute,
+                    max_new_tokens=BUDGET)
+    proc = logits_processor(lm, ["dog"], attributes=attribute, hmm=hmm, max_new_tokens=BUDGET)
+    theirs = hf_generate(lm, proc, do_sample=False)
+    eos = lm.tokenizer.eos_token_id
+    assert theirs == [[t for t in row if t != eos] for row in ours.token_ids]
+    assert ours.satisfied == [True, True]
+
+
+@pytest.mark.parametrize("kwargs", [dict(do_sample=True, top_k=0),
+                                    dict(num_beams=3, do_sample=False)])
+def test_constraint_met_under_sampling_and_beam_search(lm, hmm, kwargs):
+    proc = logits_processor(lm, ["dog", "sun"], hmm=hmm, max_new_tokens=BUDGET, max_words=6)
+    for seed in range(2):
+        torch.manual_seed(seed)
+        for row in hf_generate(lm, proc, **kwargs):
+            text = lm.tokenizer.decode(row)
+            assert keyword("dog").accepts_text(text) and keyword("sun").accepts_text(text)
+            assert word_count(0, 6).accepts_text(text), text
+
+
+def test_nothing_to_control_is_refused(lm, hmm):
+    with pytest.raises(ValueError, match="nothing to control"):
+        logits_processor(lm, hmm=hmm)
+    with pytest.raises(ValueError, match=r"keywords\[0\]: expected a non-empty list"):
+        logits_processor(lm, [], hmm=hmm)

@@ -139,7 +139,7 @@ def test_spelled_keywords_are_sound(data):
 def test_spelled_keywords_accept_the_tokenizers_own_spelling(name):
     tokenizer = TOKENIZERS[name]
     exact = COMPILED[name, "keywords", False]
-    assert SPELLED[name].dfa.n_states < exact.dfa.n_states
+    assert SPELLED[name].dfa.n_dfa_states < exact.dfa.n_dfa_states
     for text in ["The dogs threw it", "Dog, thrown!", "a dog throwing", "the dog", "throws"]:
         ids = tokenizer.encode(text)
         assert SPELLED[name].accepts_tokens(ids) == exact.accepts_tokens(ids), text
@@ -184,7 +184,7 @@ def test_smollm2_tokens_agree_with_word_check():
     word_dfa = keyword("throw") & keyword("frisbee") & ~contains("cat")
     token_dfa = compile_tokens(to_bytes(word_dfa), token_bytes(tokenizer),
                                eos_token_id=tokenizer.eos_token_id)
-    assert token_dfa.n_classes < 200 and token_dfa.dfa.n_states < 100
+    assert token_dfa.n_classes < 200 and token_dfa.dfa.n_dfa_states < 100
     rng = np.random.default_rng(0)
     pool = relevant_ids(tokenizer) + tokenizer.encode(" fr isb ee ris bee Fris", add_special_tokens=False)
     for _ in range(3000):

@@ -15,6 +15,7 @@ from seqprob.control.trace import (
     fit_from_texts,
     nontoxic_teacher,
     positive_teacher,
+    sharpen,
 )
 from tests.control_helpers import byte_level_tokenizer, random_hmm_logits
 
@@ -26,13 +27,16 @@ def sequence_prob(tables, seq):
     return float(a.sum())
 
 
-def test_eap_equals_brute_force_enumeration():
+@pytest.mark.parametrize("prompt", [(), (2, 4, 4)])
+def test_eap_equals_brute_force_enumeration(prompt):
+    """The attribute scores the new tokens only; the HMM reads the prompt first."""
     k, v, budget = 3, 5, 4
     tables = hmm_tables(*random_hmm_logits(k, v, 11))
     gen = torch.Generator().manual_seed(0)
     attribute = TokenAttribute(-torch.rand(v, generator=gen, dtype=torch.float64) * 2)
     proc = AttributeProcessor(tables, attribute, max_new_tokens=budget)
-    joint = {s: sequence_prob(tables, s) for s in itertools.product(range(v), repeat=budget)}
+    joint = {s: sequence_prob(tables, [*prompt, *s])
+             for s in itertools.product(range(v), repeat=budget)}
 
     def brute(prefix):
         rows = [s for s in joint if s[:len(prefix)] == prefix]
@@ -41,7 +45,7 @@ def test_eap_equals_brute_force_enumeration():
 
     for length in range(budget):
         for prefix in itertools.product(range(v), repeat=length):
-            state = proc.init_state(torch.zeros(1, 1, dtype=torch.int64), budget)
+            state = proc.init_state(torch.tensor([[-1, *prompt]]), budget)
             for x in prefix:
                 state = proc.advance(state, torch.tensor([x]))
             got = proc.log_eap(state)[0].exp()
@@ -186,3 +190,39 @@ def test_bad_processor_input():
     state = proc.init_state(torch.zeros(2, 1, dtype=torch.int64), 4)
     with pytest.raises(ValueError, match=r"log_probs: expected shape \(2, 5\)"):
         proc.process(torch.zeros(2, 7), state)
+
+
+def test_trace_rule_is_sigmoid_of_scaled_log_odds():
+    """rule="trace": p_LM · sigmoid(a · logit(EAP)); equal to the power rule at a = 1."""
+    tables = hmm_tables(*random_hmm_logits(3, 6, 2))
+    attribute = TokenAttribute(-torch.rand(6, generator=torch.Generator().manual_seed(0),
+                                           dtype=torch.float64) * 2)
+    lp = torch.log_softmax(torch.randn(2, 6, dtype=torch.float64), -1)
+    prompt = torch.tensor([[-1, 3], [2, 5]])
+    for strength in (0.0, 1.0, 3.5):
+        trace = AttributeProcessor(tables, attribute, max_new_tokens=4, strength=strength)
+        power = AttributeProcessor(tables, attribute, max_new_tokens=4, strength=strength,
+                                   rule="power")
+        state = trace.advance(trace.init_state(prompt, 4), torch.tensor([1, 4]))
+        eap = trace.log_eap(state).exp()
+        want = lp + torch.log(torch.sigmoid(strength * torch.log(eap / (1 - eap))))
+        got = torch.log_softmax(trace.process(lp, state), -1)  # the loop renormalizes
+        torch.testing.assert_close(got, torch.log_softmax(want, -1))
+        if strength == 1.0:
+            torch.testing.assert_close(got, torch.log_softmax(power.process(lp, state), -1))
+    with pytest.raises(ValueError, match="rule"):
+        AttributeProcessor(tables, attribute, max_new_tokens=4, rule="softmax")
+
+
+def test_target_transform_is_traces_sharpening():
+    scores = np.array([0.5, 0.9, 0.95, 0.99, 1.0, 0.0])
+    got = sharpen(scores, 10.0, 3.0)
+    logit = np.log(scores[:4] / (1 - scores[:4]))
+    np.testing.assert_allclose(got[:4], 1 / (1 + np.exp(-10 * (logit - 3))))
+    assert got[4] == 1.0 and got[5] == 0.0
+    ids = [[0, 1], [2], [1, 1, 3], [4]]
+    plain = fit_attribute(ids, scores[:4], 5)
+    sharp = fit_attribute(ids, scores[:4], 5, target_transform=(10.0, 3.0))
+    assert float(sharp.weights.sum()) < float(plain.weights.sum())  # low scores sink further
+    with pytest.raises(ValueError, match="b"):
+        fit_attribute(ids, scores[:4], 5, target_transform=(0.0, 3.0))

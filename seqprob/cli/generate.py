@@ -37,13 +37,18 @@ def register(subparsers) -> None:
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--length-penalty", type=float, default=1.0)
     parser.add_argument("--ban", action="append", default=[], metavar="WORD",
-                        help="never generate this word (repeatable)")
+                        help="never generate this word, in any tokenization (repeatable; "
+                             "guaranteed: tokens that would spell it are masked, no HMM "
+                             "needed; with --keywords/--avoid/--attribute it joins --avoid)")
     parser.add_argument("--keywords", action="append", metavar="WORDS",
                         help="comma-separated words that must all appear, in any inflection "
                              "(once for every prompt, or once per prompt in order)")
     parser.add_argument("--avoid", action="append", default=[], metavar="WORD",
                         help="a word that must not appear, in any tokenization (repeatable; "
-                             "guaranteed, unlike --ban)")
+                             "guaranteed, steered by the HMM's lookahead)")
+    parser.add_argument("--min-words", type=int, help="at least this many words (guaranteed)")
+    parser.add_argument("--max-words", type=int, help="at most this many words (guaranteed)")
+    parser.add_argument("--suffix", help="the text must end with this string (guaranteed)")
     parser.add_argument("--attribute", action="append", choices=["nontoxic", "positive"],
                         help="steer toward this attribute (TRACE; repeatable)")
     parser.add_argument("--strength", type=float, default=1.0, help="attribute strength")
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from seqprob.core.validation import check_int
-    from seqprob.lm import BannedSequences, chat_prompt, generate, has_chat_template
+    from seqprob.lm import chat_prompt, generate, has_chat_template
 
     prompts = args.prompt or _read_prompts(args.prompts_file)
     batch_size = check_int(args.batch_size, "--batch-size", minimum=1)
@@ -69,10 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if args.chat and not has_chat_template(lm.tokenizer):
         raise ValueError("--chat: this model's tokenizer has no chat template")
     texts = [chat_prompt(lm.tokenizer, p) for p in prompts] if args.chat else prompts
-    processors = [BannedSequences(_ban_sequences(lm.tokenizer, args.ban))] if args.ban else []
     generator = torch.Generator(device=lm.device).manual_seed(args.seed)
-    if args.keywords or args.avoid or args.attribute:
-        return _run_controlled(args, lm, prompts, texts, processors, generator)
+    counts = (args.min_words, args.max_words)
+    if (args.keywords or args.avoid or args.attribute or args.suffix is not None
+            or counts != (None, None)):
+        return _run_controlled(args, lm, prompts, texts, generator)
+    processors = [_ban_mask(lm, args.ban, args.max_new_tokens)] if args.ban else []
     with _output(args.output) as out:
         for start in range(0, len(texts), batch_size):
             result = generate(
@@ -91,8 +98,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_controlled(args, lm, prompts, texts, processors, generator) -> int:
-    """Keywords, avoided words and attributes through :func:`seqprob.control.generate`."""
+def _run_controlled(args, lm, prompts, texts, generator) -> int:
+    """Keywords, avoided and banned words, word counts, a suffix and attributes through
+    :func:`seqprob.control.generate` (an HMM steers them)."""
     from seqprob.control import generate as controlled
     from seqprob.hmm.artifact import load_hmm
 
@@ -103,11 +111,11 @@ def _run_controlled(args, lm, prompts, texts, processors, generator) -> int:
             raise ValueError(f"--keywords: expected once or once per prompt ({len(prompts)}), "
                              f"got {len(lists)} times")
         keywords = lists * len(prompts) if len(lists) == 1 else lists
-    if processors:
-        raise ValueError("--ban: use --avoid with --keywords/--attribute")
     hmm = load_hmm(args.hmm) if args.hmm is not None else None
     result = controlled(
-        lm, texts, hmm, keywords=keywords, avoid=args.avoid, attributes=args.attribute,
+        lm, texts, hmm, keywords=keywords, avoid=[*args.avoid, *args.ban],
+        min_words=args.min_words, max_words=args.max_words, suffix=args.suffix,
+        attributes=args.attribute,
         strength=args.strength, max_new_tokens=args.max_new_tokens, verbose=args.progress,
         do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
@@ -115,6 +123,7 @@ def _run_controlled(args, lm, prompts, texts, processors, generator) -> int:
     with _output(args.output) as out:
         for i, text in enumerate(result.texts):
             record = {"prompt": prompts[i], "text": text, "token_ids": result.token_ids[i],
+                      "logprobs": [round(x, 5) for x in result.logprobs[i]],
                       "keywords": keywords[i] if keywords else [],
                       "satisfied": result.satisfied[i]}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -154,8 +163,13 @@ def _read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def _ban_sequences(tokenizer, words: list[str]) -> list[list[int]]:
-    """Each word's token ids, alone and after a space (how it appears mid-sentence)."""
-    seqs = {tuple(tokenizer.encode(form, add_special_tokens=False))
-            for word in words for form in (word, " " + word)}
-    return [list(s) for s in sorted(seqs) if s]
+def _ban_mask(lm, words: list[str], max_new_tokens: int):
+    """A :class:`~seqprob.control.constrained.DFAMask` that keeps ``words`` out of the text
+    in any tokenization (the banned-words automaton over the LM's tokens)."""
+    from seqprob.control import banned, compile_tokens, to_bytes, token_bytes
+    from seqprob.control.constrained import DFAMask
+
+    eos = lm.eos_token_ids[0] if lm.eos_token_ids else None
+    dfa = compile_tokens(to_bytes(banned(*words)), token_bytes(lm.tokenizer, lm.vocab_size),
+                         eos_token_id=eos)
+    return DFAMask(dfa, max_new_tokens=max_new_tokens)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from seqprob.control.dfa import UNREACHABLE
-from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict
+from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict, prompt_prior
 from seqprob.control.tokens import TokenDFA
 from seqprob.core import State
 from seqprob.core.validation import check_int, check_shape, check_tensor, describe
@@ -92,10 +92,10 @@ def _on_cpu(tables: HMMTables) -> bool:
     return tables.emission.device.type == "cpu"
 
 
-def _depths(src: Tensor, dst: Tensor, n_states: int, start: int) -> Tensor:
-    """``(Q,)``: the fewest tokens that lead from ``start`` to each state (``n_states`` where
-    none do), by breadth-first search over the edges."""
-    depth = torch.full((n_states,), n_states, dtype=torch.int64)
+def _depths(src: Tensor, dst: Tensor, n_dfa_states: int, start: int) -> Tensor:
+    """``(Q,)``: the fewest tokens that lead from DFA state ``start`` to each DFA state
+    (``n_dfa_states`` where none do), by breadth-first search over the edges."""
+    depth = torch.full((n_dfa_states,), n_dfa_states, dtype=torch.int64)
     depth[start] = 0
     frontier, d = torch.tensor([start]), 0
     while frontier.numel():
@@ -111,21 +111,22 @@ class _EdgeSum:
     a numba kernel on CPU, an index-add elsewhere."""
 
     def __init__(self, tables: HMMTables, src: Tensor, dst: Tensor, weights: Tensor,
-                 n_states: int):
-        self.src, self.dst, self.weights, self.n_states = src, dst, weights, n_states
+                 n_dfa_states: int):
+        self.src, self.dst, self.weights = src, dst, weights
+        self.n_dfa_states = n_dfa_states
         self.cpu = _on_cpu(tables)
         if self.cpu:
-            self.offsets = torch.searchsorted(src, torch.arange(n_states + 1))
+            self.offsets = torch.searchsorted(src, torch.arange(n_dfa_states + 1))
         else:
             self.buffer = torch.empty_like(weights)  # (E, K), reused by every step
 
     def __call__(self, g: Tensor, shift: Tensor) -> Tensor:
         if self.cpu:
             return control_cpu.edge_sums(g, self.weights, self.dst, shift, self.offsets,
-                                         self.n_states)
+                                         self.n_dfa_states)
         torch.index_select(g, 0, self.dst, out=self.buffer)
         self.buffer.mul_(self.weights).mul_(shift[:, None])
-        f = torch.zeros(self.n_states, g.shape[1], dtype=g.dtype, device=g.device)
+        f = torch.zeros(self.n_dfa_states, g.shape[1], dtype=g.dtype, device=g.device)
         return f.index_add_(0, self.src, self.buffer)
 
 
@@ -141,24 +142,24 @@ def backward_table(tables: HMMTables, token_dfa: TokenDFA, max_tokens: int, *,
     _check_vocab(tables, token_dfa)
     device, dtype = tables.emission.device, tables.emission.dtype
     src, dst, edge_of = _edges(token_dfa)
-    n_dfa, k = token_dfa.dfa.n_states, tables.n_states
+    n_dfa_states, k = token_dfa.dfa.n_dfa_states, tables.n_states
     start_q = token_dfa.dfa.start
-    depth = _depths(src, dst, n_dfa, start_q).to(device)  # (Q,)
+    depth = _depths(src, dst, n_dfa_states, start_q).to(device)  # (Q,)
     to_accept = torch.from_numpy(token_dfa.dfa.distances()).to(device)  # (Q,)
     src, dst, edge_of = src.to(device), dst.to(device), edge_of.to(device)
     weights = _edge_weights(tables, token_dfa, edge_of, src.shape[0])  # (E, K)
-    edge_sum = _EdgeSum(tables, src, dst, weights, n_dfa)
+    edge_sum = _EdgeSum(tables, src, dst, weights, n_dfa_states)
     transition_t = tables.transition.T.to(matmul_dtype or dtype).contiguous()  # (K, K)
     acc = torch.from_numpy(token_dfa.dfa.accepting).to(device)
-    values = torch.zeros(max_tokens, n_dfa, k, dtype=dtype, device=device)  # (R, Q, K)
-    scales = torch.full((max_tokens, n_dfa), float("-inf"), dtype=dtype, device=device)
+    values = torch.zeros(max_tokens, n_dfa_states, k, dtype=dtype, device=device)  # (R, Q, K)
+    scales = torch.full((max_tokens, n_dfa_states), float("-inf"), dtype=dtype, device=device)
     start = torch.empty(max_tokens + 1, dtype=dtype, device=device)
     values[0] = acc.to(dtype)[:, None]  # G_0 = acc
     scales[0] = torch.where(acc, 0.0, float("-inf"))
     start[0] = scales[0, start_q]
     for r in range(1, max_tokens + 1):
         g, scale = values[r - 1], scales[r - 1]
-        top = torch.full((n_dfa,), float("-inf"), dtype=dtype, device=device)
+        top = torch.full((n_dfa_states,), float("-inf"), dtype=dtype, device=device)
         top.scatter_reduce_(0, src, scale[dst], reduce="amax")  # (Q,) largest successor scale
         shift = torch.nan_to_num(scale[dst] - top[src], nan=float("-inf")).exp()  # (E,)
         f = edge_sum(g, shift)  # F_r / exp(top) (Q, K)
@@ -183,6 +184,63 @@ def _check_vocab(tables: HMMTables, token_dfa: TokenDFA) -> None:
                          f"{token_dfa.vocab_size} tokens, got {tables.vocab_size}")
 
 
+def _check_satisfiable(token_dfa: TokenDFA, distances: np.ndarray, budget: int) -> None:
+    shortest = int(distances[token_dfa.dfa.start])
+    if shortest == UNREACHABLE:
+        raise ValueError("token_dfa: the constraint accepts no token sequence (conflicting "
+                         "constraints, e.g. a keyword both required and banned, or words "
+                         "the tokenizer cannot produce)")
+    if shortest > budget:
+        raise ValueError(f"max_new_tokens: the constraint needs at least {shortest} tokens, "
+                         f"got a budget of {budget}")
+
+
+@dataclasses.dataclass
+class DFAState(State):
+    """Per row: ``dfa_state`` and ``step`` ``(batch,)`` int64; ``max_new_tokens``."""
+
+    dfa_state: Tensor
+    step: Tensor
+    max_new_tokens: int
+
+
+class DFAMask(LogitsProcessor):
+    """Forbids exactly the tokens after which ``token_dfa`` can no longer accept within the
+    remaining budget: the constraint is met without an HMM, but the LM's distribution is only
+    truncated, not reweighted by how likely the constraint is later (that is
+    :class:`ConstraintProcessor`). Right for constraints that are easy to keep, such as bans."""
+
+    def __init__(self, token_dfa: TokenDFA, *, max_new_tokens: int) -> None:
+        if not isinstance(token_dfa, TokenDFA):
+            raise TypeError(f"token_dfa: expected a TokenDFA, got {describe(token_dfa)}")
+        self.token_dfa = token_dfa
+        self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
+        self.distances = token_dfa.dfa.distances()
+        _check_satisfiable(token_dfa, self.distances, max_new_tokens)
+        self._successor = torch.from_numpy(token_dfa.token_transitions())  # (Q, V)
+        self._distances = torch.from_numpy(self.distances)  # (Q,)
+
+    def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> DFAState:
+        check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
+        check_int(max_new_tokens, "max_new_tokens", minimum=1, maximum=self.max_new_tokens)
+        _check_satisfiable(self.token_dfa, self.distances, max_new_tokens)
+        batch = prompt_ids.shape[0]
+        return DFAState(torch.full((batch,), self.token_dfa.dfa.start, dtype=torch.int64),
+                        torch.zeros(batch, dtype=torch.int64), max_new_tokens)
+
+    def process(self, log_probs: Tensor, state: DFAState) -> Tensor:
+        check_shape(check_tensor(log_probs, "log_probs"), "log_probs",
+                    (state.dfa_state.shape[0], self.token_dfa.vocab_size))
+        remaining = state.max_new_tokens - state.step - 1  # (batch,)
+        reach = self._distances[self._successor[state.dfa_state]]  # (batch, V)
+        allowed = (reach <= remaining[:, None]).to(log_probs.device)
+        return log_probs.masked_fill(~allowed, float("-inf"))
+
+    def advance(self, state: DFAState, tokens: Tensor) -> DFAState:
+        successor = self._successor[state.dfa_state, tokens.cpu()]
+        return dataclasses.replace(state, dfa_state=successor, step=state.step + 1)
+
+
 @dataclasses.dataclass
 class ConstraintState(State):
     """Per row: ``dfa_state`` ``(batch,)`` int64, ``prior`` ``(batch, K)`` — the HMM's
@@ -205,8 +263,8 @@ class ConstraintProcessor(LogitsProcessor):
     (``torch.bfloat16`` halves the memory they read and is faster where the CPU has bf16
     instructions; satisfaction does not depend on it, as the DFA decides which tokens are
     allowed and rescaled rows keep every positive probability positive).
-    The HMM starts from its initial distribution at the first generated token (the prompt is
-    not fed to it)."""
+    The HMM reads each row's prompt first (:func:`~seqprob.control.hmm_tables.prompt_prior`),
+    so the constraint is conditioned on it; the DFA starts at the first new token."""
 
     n_dense = 3  # successors per DFA state scored by one GEMM over the whole vocabulary
 
@@ -219,7 +277,7 @@ class ConstraintProcessor(LogitsProcessor):
         self.token_dfa = token_dfa
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
         self.distances = token_dfa.dfa.distances()
-        self._check_satisfiable(max_new_tokens)
+        _check_satisfiable(token_dfa, self.distances, max_new_tokens)
         self.table = backward_table(hmm, token_dfa, max_new_tokens, matmul_dtype=matmul_dtype)
         if not bool(torch.isfinite(self.table.start_log_prob[max_new_tokens])):
             raise ValueError("token_dfa: the HMM gives the constraint probability 0 within "
@@ -231,16 +289,6 @@ class ConstraintProcessor(LogitsProcessor):
         self._dense = self._dense_successors().to(device)  # (Q, n_dense)
         self._distances = torch.from_numpy(self.distances).to(device)  # (Q,)
         self._emission_mm = emission_for_matmul(hmm, matmul_dtype)  # (K, V)
-
-    def _check_satisfiable(self, budget: int) -> None:
-        shortest = int(self.distances[self.token_dfa.dfa.start])
-        if shortest == UNREACHABLE:
-            raise ValueError("token_dfa: the constraint accepts no token sequence (conflicting "
-                             "constraints, e.g. a keyword both required and banned, or words "
-                             "the tokenizer cannot produce)")
-        if shortest > budget:
-            raise ValueError(f"max_new_tokens: the constraint needs at least {shortest} tokens, "
-                             f"got a budget of {budget}")
 
     def _dense_successors(self) -> Tensor:
         """``(Q, n_dense)``: the successors that the most tokens lead to from each state."""
@@ -254,14 +302,13 @@ class ConstraintProcessor(LogitsProcessor):
         return torch.from_numpy(np.where(np.take_along_axis(counts, top, 1) > 0, top, -1))
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> ConstraintState:
-        check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
         check_int(max_new_tokens, "max_new_tokens", minimum=1, maximum=self.max_new_tokens)
-        self._check_satisfiable(max_new_tokens)
-        batch = prompt_ids.shape[0]
-        device = self.hmm.emission.device
+        _check_satisfiable(self.token_dfa, self.distances, max_new_tokens)
+        prior = prompt_prior(self.hmm, prompt_ids)  # (batch, K)
+        batch, device = prior.shape[0], prior.device
         return ConstraintState(
             torch.full((batch,), self.token_dfa.dfa.start, dtype=torch.int64, device=device),
-            self.hmm.initial.expand(batch, -1).clone(),
+            prior,
             torch.zeros(batch, dtype=torch.int64, device=device), max_new_tokens)
 
     def log_conditional(self, state: ConstraintState) -> Tensor:

@@ -1,9 +1,10 @@
 """Deterministic finite automata over an integer alphabet: products, complement, Hopcroft
 minimization, reachability and shortest accepted lengths.
 
-A :class:`DFA` is a dense transition table ``transitions`` ``(n_states, n_symbols)`` (int64,
-entries in ``[0, n_states)``; the automaton is complete, so a rejecting sink state stands in for
-"no transition"), a boolean ``accepting`` mask ``(n_states,)`` and a ``start`` state. Word-,
+A :class:`DFA` is a dense transition table ``transitions`` ``(n_dfa_states, n_symbols)``
+(int64, entries in ``[0, n_dfa_states)``; the automaton is complete, so a rejecting sink state
+stands in for "no transition"), a boolean ``accepting`` mask ``(n_dfa_states,)`` and a
+``start`` state. ``n_dfa_states`` is named apart from an HMM's hidden ``n_states``. Word-,
 byte- and token-level constraints (``seqprob.control.words``, ``seqprob.control.tokens``) are all
 this one type over different alphabets.
 """
@@ -23,7 +24,8 @@ UNREACHABLE = np.iinfo(np.int64).max
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class DFA:
-    """A complete DFA: ``transitions`` ``(n_states, n_symbols)``, ``accepting`` ``(n_states,)``."""
+    """A complete DFA: ``transitions`` ``(n_dfa_states, n_symbols)``, ``accepting``
+    ``(n_dfa_states,)``."""
 
     transitions: np.ndarray
     accepting: np.ndarray
@@ -33,8 +35,8 @@ class DFA:
         trans = np.asarray(self.transitions)
         acc = np.asarray(self.accepting)
         if trans.ndim != 2 or not np.issubdtype(trans.dtype, np.integer) or trans.shape[0] < 1:
-            raise ValueError("transitions: expected an integer array (n_states >= 1, n_symbols), "
-                             f"got {describe(trans)}")
+            raise ValueError("transitions: expected an integer array (n_dfa_states >= 1, "
+                             f"n_symbols), got {describe(trans)}")
         if acc.shape != (trans.shape[0],) or acc.dtype != np.bool_:
             raise ValueError(f"accepting: expected a bool array of shape ({trans.shape[0]},), "
                              f"got {describe(acc)}")
@@ -47,7 +49,7 @@ class DFA:
         object.__setattr__(self, "start", int(self.start))
 
     @property
-    def n_states(self) -> int:
+    def n_dfa_states(self) -> int:
         return self.transitions.shape[0]
 
     @property
@@ -81,7 +83,7 @@ class DFA:
         """The same language restricted to the states reachable from the start (renumbered in
         breadth-first order, start = 0)."""
         order = _bfs_order(self.transitions, self.start)
-        new_id = np.full(self.n_states, -1, dtype=np.int64)
+        new_id = np.full(self.n_dfa_states, -1, dtype=np.int64)
         new_id[order] = np.arange(order.size)
         return DFA(new_id[self.transitions[order]], self.accepting[order], 0)
 
@@ -91,14 +93,14 @@ class DFA:
         block = _hopcroft_blocks(dfa.transitions, dfa.accepting)
         n_blocks = int(block.max()) + 1
         first = np.full(n_blocks, -1, dtype=np.int64)
-        first[block[::-1]] = np.arange(dfa.n_states)[::-1]  # a representative state per block
+        first[block[::-1]] = np.arange(dfa.n_dfa_states)[::-1]  # a representative state per block
         merged = DFA(block[dfa.transitions[first]], dfa.accepting[first], int(block[dfa.start]))
         return merged.reachable()
 
     def distances(self) -> np.ndarray:
-        """``(n_states,)`` int64: the fewest symbols that lead from each state to an accepting
+        """``(n_dfa_states,)`` int64: the fewest symbols that lead from each state to an accepting
         state (0 when accepting), ``UNREACHABLE`` where none do."""
-        dist = np.full(self.n_states, UNREACHABLE, dtype=np.int64)
+        dist = np.full(self.n_dfa_states, UNREACHABLE, dtype=np.int64)
         dist[self.accepting] = 0
         preds = _predecessors(self.transitions)
         frontier = np.flatnonzero(self.accepting)
@@ -126,10 +128,10 @@ def product(a: DFA, b: DFA, combine: Callable[[np.ndarray, np.ndarray], np.ndarr
     if a.n_symbols != b.n_symbols:
         raise ValueError(f"DFA product: both automata need the same alphabet, got "
                          f"{a.n_symbols} and {b.n_symbols} symbols")
-    trans = a.transitions[:, None, :] * b.n_states + b.transitions[None, :, :]
-    trans = trans.reshape(a.n_states * b.n_states, a.n_symbols)  # (Qa*Qb, S)
+    trans = a.transitions[:, None, :] * b.n_dfa_states + b.transitions[None, :, :]
+    trans = trans.reshape(a.n_dfa_states * b.n_dfa_states, a.n_symbols)  # (Qa*Qb, S)
     acc = combine(a.accepting[:, None], b.accepting[None, :]).reshape(-1)
-    return DFA(trans, acc, a.start * b.n_states + b.start).minimize()
+    return DFA(trans, acc, a.start * b.n_dfa_states + b.start).minimize()
 
 
 def _bfs_order(transitions: np.ndarray, start: int) -> np.ndarray:
@@ -163,7 +165,7 @@ def _hopcroft_blocks(transitions: np.ndarray, accepting: np.ndarray) -> np.ndarr
     does not reach, else its largest piece) and the other pieces get new ids, which all join
     the worklist: Hopcroft's rule "replace Y by its pieces if Y is waiting, else add all but
     one" (the piece left out is implied by Y and the others). Returns the block of every state
-    ``(n_states,)``."""
+    ``(n_dfa_states,)``."""
     n, _ = transitions.shape
     block = accepting.astype(np.int64)
     if accepting.all() or not accepting.any():

@@ -20,7 +20,7 @@ from seqprob.control.defaults import default_attribute, default_hmm
 from seqprob.control.hmm_tables import HMMTables, hmm_tables
 from seqprob.control.tokens import TokenDFA, compile_keywords, compile_tokens, token_bytes
 from seqprob.control.trace import AttributeProcessor, TokenAttribute
-from seqprob.control.words import banned, inflections, keyword, to_bytes
+from seqprob.control.words import banned, ends_with, inflections, keyword, to_bytes, word_count
 from seqprob.core import LanguageModel
 from seqprob.core.validation import check_int, describe
 from seqprob.hmm import HMM
@@ -30,14 +30,16 @@ from seqprob.lm import generate as lm_generate
 
 @dataclasses.dataclass
 class ControlResult:
-    """Per prompt, in order: ``texts``, ``token_ids`` (the new tokens), ``model_logprobs``
+    """Per prompt, in order: ``texts``, ``token_ids`` (the new tokens), ``logprobs`` (each new
+    token's log-probability under the controlled decoding distribution), ``model_logprobs``
     (the LM's own log-probability of each new token, before control) and ``satisfied``:
-    whether every keyword occurs in some inflection and no avoided word occurs (checked on the
-    text by the word-level automata, independently of decoding; ``None`` without
-    constraints)."""
+    whether every keyword occurs in some inflection, no avoided word occurs, the word count is
+    in range and the text ends with the suffix (checked on the text by the word-level automata,
+    independently of decoding; ``None`` without such constraints)."""
 
     texts: list[str]
     token_ids: list[list[int]]
+    logprobs: list[list[float]]
     model_logprobs: list[list[float]]
     satisfied: list[bool | None]
 
@@ -96,7 +98,7 @@ def _check_conflicts(keywords: Sequence[tuple[str, ...]], avoid: Sequence[str]) 
                                  f"{sorted(clash)}")
 
 
-def _attribute_processor(lm, tables, attributes, max_new_tokens, strength, verbose):
+def _attribute_processor(lm, tables, attributes, max_new_tokens, strength, rule, verbose):
     if attributes is None or (not isinstance(attributes, (str, TokenAttribute))
                               and not attributes):
         return None
@@ -111,72 +113,154 @@ def _attribute_processor(lm, tables, attributes, max_new_tokens, strength, verbo
     for a in resolved[1:]:
         combined = combined * a
     return AttributeProcessor(tables, combined, max_new_tokens=max_new_tokens,
-                              strength=strength)
+                              strength=strength, rule=rule)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What every prompt shares: the HMM's tables, the constraints other than keywords (one
+    token DFA or ``None``), the attribute processor, and the tokenizer's pieces."""
+
+    lm: LanguageModel
+    tables: HMMTables
+    shared: TokenDFA | None
+    attribute: AttributeProcessor | None
+    pieces: list[bytes]
+    eos: int | None
+    max_new_tokens: int
+
+    def processors(self, words: tuple[str, ...]) -> list:
+        """The seqprob logits processors for one keyword list: constraint, then attribute."""
+        constraint = _constraint_processor(self.lm, self.tables, words, self.shared,
+                                           self.pieces, self.eos, self.max_new_tokens)
+        return [p for p in (constraint, self.attribute) if p is not None]
+
+
+def _plan(lm, hmm, *, lists, avoid, constraints, attributes, strength, rule, max_new_tokens,
+          min_words, max_words, suffix, verbose) -> _Plan:
+    """Check every input (before any decoding) and build what the prompts share."""
+    if not isinstance(lm, LanguageModel):
+        raise TypeError(f"lm: expected a seqprob LanguageModel, got {describe(lm)}")
+    check_int(max_new_tokens, "max_new_tokens", minimum=1)
+    if isinstance(avoid, str):
+        raise TypeError("avoid: expected a list of words, got a string")
+    _check_conflicts(lists, avoid)
+    if constraints is not None and not isinstance(constraints, TokenDFA):
+        raise TypeError(f"constraints: expected a TokenDFA, got {describe(constraints)}")
+    if min_words is not None:
+        check_int(min_words, "min_words", minimum=0)
+    if max_words is not None:
+        check_int(max_words, "max_words", minimum=max(min_words or 0, 1))
+    if suffix is not None and (not isinstance(suffix, str) or not suffix):
+        raise ValueError(f"suffix: expected a non-empty string, got {describe(suffix)}")
+    tables = _tables(lm, hmm, verbose)
+    eos = lm.eos_token_ids[0] if lm.eos_token_ids else None
+    pieces = token_bytes(lm.tokenizer, lm.vocab_size)
+    shared = _shared_constraint(avoid, constraints, pieces, eos, (min_words, max_words), suffix)
+    attribute = _attribute_processor(lm, tables, attributes, max_new_tokens, strength, rule,
+                                     verbose)
+    return _Plan(lm, tables, shared, attribute, pieces, eos, max_new_tokens)
 
 
 def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | None = None, *,
              keywords: Sequence[Sequence[str]] | None = None, avoid: Sequence[str] = (),
              constraints: TokenDFA | None = None,
              attributes: str | TokenAttribute | Sequence[str | TokenAttribute] | None = None,
-             strength: float = 1.0, max_new_tokens: int = 32, verbose: bool = False,
-             **decoding) -> ControlResult:
+             strength: float = 1.0, rule: str = "trace", max_new_tokens: int = 32,
+             min_words: int | None = None, max_words: int | None = None,
+             suffix: str | None = None, verbose: bool = False, **decoding) -> ControlResult:
     """Continue ``prompts`` so that each output contains every word of its ``keywords`` list
-    (any inflection) and none of ``avoid``, and satisfies ``constraints`` (a
+    (any inflection) and none of ``avoid``, has between ``min_words`` and ``max_words`` words
+    (``None``: no bound), ends with the string ``suffix``, and satisfies ``constraints`` (a
     :class:`TokenDFA` over the LM's tokens, for every prompt) — with certainty, within
     ``max_new_tokens`` — and is steered toward ``attributes`` (names ``"nontoxic"``,
-    ``"positive"`` or :class:`TokenAttribute` objects, multiplied) with ``strength``.
+    ``"positive"`` or :class:`TokenAttribute` objects, multiplied) with ``strength`` under
+    ``rule`` (see :class:`AttributeProcessor`). The HMM reads each prompt before the first new
+    token.
 
     ``hmm``: an HMM over the LM's vocabulary (``None``: :func:`default_hmm`, distilled and
     cached on first use). ``decoding``: keyword arguments of :func:`seqprob.lm.generate`
     (``do_sample``, ``num_beams``, ``random_state``, ...). Every input error is raised before
     decoding starts."""
-    if not isinstance(lm, LanguageModel):
-        raise TypeError(f"lm: expected a seqprob LanguageModel, got {describe(lm)}")
     if isinstance(prompts, str) or not prompts:
         raise ValueError(f"prompts: expected a non-empty list of strings, got "
                          f"{describe(prompts)}")
-    check_int(max_new_tokens, "max_new_tokens", minimum=1)
-    if isinstance(avoid, str):
-        raise TypeError("avoid: expected a list of words, got a string")
     lists = _keyword_lists(keywords, len(prompts))
-    _check_conflicts(lists, avoid)
-    if constraints is not None and not isinstance(constraints, TokenDFA):
-        raise TypeError(f"constraints: expected a TokenDFA, got {describe(constraints)}")
-    tables = _tables(lm, hmm, verbose)
-    eos = lm.eos_token_ids[0] if lm.eos_token_ids else None
-    pieces = token_bytes(lm.tokenizer, lm.vocab_size)
-    shared = _shared_constraint(avoid, constraints, pieces, eos)
-    attribute = _attribute_processor(lm, tables, attributes, max_new_tokens, strength, verbose)
+    plan = _plan(lm, hmm, lists=lists, avoid=avoid, constraints=constraints,
+                 attributes=attributes, strength=strength, rule=rule,
+                 max_new_tokens=max_new_tokens, min_words=min_words, max_words=max_words,
+                 suffix=suffix, verbose=verbose)
+    eos = plan.eos
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, words in enumerate(lists):
         groups.setdefault(words, []).append(i)
-    plans = [(words, rows, _constraint_processor(lm, tables, words, shared, pieces, eos,
-                                                 max_new_tokens))
-             for words, rows in groups.items()]
+    plans = [(words, rows, plan.processors(words)) for words, rows in groups.items()]
     texts: list[str] = [""] * len(prompts)
     ids: list[list[int]] = [[] for _ in prompts]
+    lps: list[list[float]] = [[] for _ in prompts]
     model_lps: list[list[float]] = [[] for _ in prompts]
     stop = {"eos_token_id": () if eos is None else (eos,)}
-    for _, rows, processor in plans:
-        processors = [p for p in (processor, attribute) if p is not None]
+    for _, rows, processors in plans:
         result = lm_generate(lm, [prompts[r] for r in rows], max_new_tokens,
                              logits_processors=processors, verbose=verbose,
                              **{**stop, **decoding})
         for j, r in enumerate(rows):
             n = int(result.lengths[j])
             texts[r], ids[r] = result.texts[j], result.token_ids[j, :n].tolist()
+            lps[r] = result.logprobs[j, :n].tolist()
             model_lps[r] = result.model_logprobs[j, :n].tolist()
-    checked = bool(keywords) or bool(avoid)
-    satisfied = [_satisfied(t, words, avoid) if checked else None
+    counts = (min_words, max_words)
+    checked = bool(keywords) or bool(avoid) or counts != (None, None) or suffix is not None
+    satisfied = [_satisfied(t, words, avoid, counts, suffix) if checked else None
                  for t, words in zip(texts, lists, strict=True)]
-    return ControlResult(texts, ids, model_lps, satisfied)
+    return ControlResult(texts, ids, lps, model_lps, satisfied)
 
 
-def _shared_constraint(avoid, constraints, pieces, eos) -> TokenDFA | None:
-    out = constraints
-    if avoid:
-        ban = compile_tokens(to_bytes(banned(*avoid)), pieces, eos_token_id=eos)
-        out = ban if out is None else out & ban
+def logits_processor(lm: LanguageModel, keywords: Sequence[str] | None = None,
+                     constraints: TokenDFA | None = None,
+                     attributes: str | TokenAttribute | Sequence[str | TokenAttribute] |
+                     None = None, hmm: HMM | HMMTables | None = None, *,
+                     avoid: Sequence[str] = (), strength: float = 1.0, rule: str = "trace",
+                     max_new_tokens: int = 32, min_words: int | None = None,
+                     max_words: int | None = None, suffix: str | None = None,
+                     verbose: bool = False):
+    """The control of :func:`generate` as a ``transformers.LogitsProcessor`` for
+    ``lm.model.generate(..., logits_processor=LogitsProcessorList([p]),
+    max_new_tokens=max_new_tokens)``: greedy, sampling and beam search, batched with left
+    padding. ``keywords``: one list of words for every row. The constraint holds when
+    ``generate``'s ``max_new_tokens`` is at most the one given here (its backward table's
+    budget). See :class:`seqprob.control.hf.ControlLogitsProcessor` for how rows are tracked.
+    """
+    from seqprob.control.hf import ControlLogitsProcessor
+
+    lists = _keyword_lists(None if keywords is None else [keywords], 1)
+    plan = _plan(lm, hmm, lists=lists, avoid=avoid, constraints=constraints,
+                 attributes=attributes, strength=strength, rule=rule,
+                 max_new_tokens=max_new_tokens, min_words=min_words, max_words=max_words,
+                 suffix=suffix, verbose=verbose)
+    processors = plan.processors(lists[0])
+    if not processors:
+        raise ValueError("logits_processor: nothing to control; give keywords, constraints, "
+                         "avoid, min_words/max_words, suffix or attributes")
+    pad = getattr(lm.tokenizer, "pad_token_id", None)
+    return ControlLogitsProcessor(processors, max_new_tokens=max_new_tokens,
+                                  eos_token_ids=lm.eos_token_ids, pad_token_id=pad)
+
+
+def _shared_constraint(avoid, constraints, pieces, eos, counts, suffix) -> TokenDFA | None:
+    """The constraints every prompt shares as one token DFA (``None``: there are none)."""
+    parts = [] if constraints is None else [constraints]
+    words = banned(*avoid) if avoid else None
+    if counts != (None, None):
+        length = word_count(counts[0] or 0, counts[1])
+        words = length if words is None else words & length
+    if words is not None:
+        parts.append(compile_tokens(to_bytes(words), pieces, eos_token_id=eos))
+    if suffix is not None:
+        parts.append(compile_tokens(ends_with(suffix), pieces, eos_token_id=eos))
+    out = None
+    for part in parts:
+        out = part if out is None else out & part
     return out
 
 
@@ -194,6 +278,10 @@ def _constraint_processor(lm, tables, words, shared, pieces, eos, max_new_tokens
 
 
 @torch.no_grad()
-def _satisfied(text: str, words: Sequence[str], avoid: Sequence[str]) -> bool:
+def _satisfied(text: str, words: Sequence[str], avoid: Sequence[str], counts, suffix) -> bool:
+    """Checked on the text by the word-level automata and plain string tests."""
     ok = all(keyword(w).accepts_text(text) for w in words)
-    return ok and (not avoid or banned(*avoid).accepts_text(text))
+    ok = ok and (not avoid or banned(*avoid).accepts_text(text))
+    if counts != (None, None):
+        ok = ok and word_count(counts[0] or 0, counts[1]).accepts_text(text)
+    return ok and (suffix is None or text.endswith(suffix))

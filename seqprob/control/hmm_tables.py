@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from seqprob.core.validation import check_choice, check_dtype, check_shape, check_tensor
+from seqprob.hmm.step import condition, predict
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -58,15 +59,33 @@ def hmm_tables(log_initial: Tensor, log_transition: Tensor, log_emission: Tensor
 
 
 def hmm_predict(hmm: HMMTables, prior: Tensor, tokens: Tensor) -> Tensor:
-    """One forward step: the distribution of the next hidden state ``(batch, K)`` after the
-    hidden state with distribution ``prior`` ``(batch, K)`` emitted ``tokens`` ``(batch,)``.
-    A token the HMM deems impossible under ``prior`` carries no information and leaves the
-    prior unconditioned."""
-    posterior = prior * hmm.emission[:, tokens].T  # (batch, K)
-    total = posterior.sum(-1, keepdim=True)
-    posterior = torch.where(total > 0, posterior / total.clamp(min=torch.finfo(total.dtype).tiny),
-                            prior)
-    return posterior @ hmm.transition
+    """One forward step (:func:`seqprob.hmm.step.condition` then ``predict``): the
+    distribution of the next hidden state ``(batch, K)`` after the hidden state with
+    distribution ``prior`` ``(batch, K)`` emitted ``tokens`` ``(batch,)``. A token
+    the HMM deems impossible under ``prior`` carries no information and leaves the prior
+    unconditioned."""
+    posterior, total = condition(prior, hmm.emission[:, tokens].T)  # (batch, K), (batch,)
+    return predict(torch.where(total[:, None] > 0, posterior, prior), hmm.transition)
+
+
+def prompt_prior(hmm: HMMTables, prompt_ids: Tensor) -> Tensor:
+    """``(batch, K)``: the distribution of the hidden state that emits the first new token,
+    after the HMM has read each row of ``prompt_ids`` ``(batch, L)`` (int64; left padding is
+    ``-1`` and skipped) -- the forward filter over the prompt, then one ``predict``."""
+    check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
+    if prompt_ids.dtype.is_floating_point or prompt_ids.dtype == torch.bool:
+        raise TypeError(f"prompt_ids: expected integer token ids, got dtype {prompt_ids.dtype}")
+    ids = prompt_ids.to(hmm.emission.device)
+    if ids.numel() and (int(ids.min()) < -1 or int(ids.max()) >= hmm.vocab_size):
+        raise ValueError(f"prompt_ids: expected ids in [0, {hmm.vocab_size}) or -1 (left "
+                         f"padding), got ids in [{int(ids.min())}, {int(ids.max())}]")
+    prior = hmm.initial.expand(ids.shape[0], -1)                          # (batch, K)
+    for t in range(ids.shape[1]):
+        real = ids[:, t] >= 0                                              # (batch,)
+        if bool(real.any()):
+            nxt = hmm_predict(hmm, prior, ids[:, t].clamp(min=0))
+            prior = torch.where(real[:, None], nxt, prior)
+    return prior.clone()
 
 
 def emission_for_matmul(hmm: HMMTables, dtype: torch.dtype | None) -> Tensor:

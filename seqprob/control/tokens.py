@@ -28,7 +28,7 @@ from seqprob.core.validation import check_int, describe
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TokenDFA:
-    """A DFA over token classes: ``dfa`` ``(n_states, n_classes)``, ``token_class``
+    """A DFA over token classes: ``dfa`` ``(n_dfa_states, n_classes)``, ``token_class``
     ``(vocab,)``; ``eos_token_id`` is ``None`` when the EOS token is not modelled."""
 
     dfa: DFA
@@ -79,7 +79,7 @@ class TokenDFA:
                         self.eos_token_id)
 
     def token_transitions(self) -> np.ndarray:
-        """``(n_states, vocab)``: the successor of every state under every token."""
+        """``(n_dfa_states, vocab)``: the successor of every state under every token."""
         return self.dfa.transitions[:, self.token_class]
 
 
@@ -255,7 +255,7 @@ def _flatten(tokens: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _run_all(trans: np.ndarray, seqs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``(n_states, U)``: every state run over every sequence ``seqs`` ``(U, L)`` (valid up to
+    """``(n_dfa_states, U)``: every state run over every sequence ``seqs`` ``(U, L)`` (valid up to
     ``lengths``), one length at a time."""
     n = trans.shape[0]
     out = np.empty((n, seqs.shape[0]), dtype=np.int64)

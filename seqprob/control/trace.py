@@ -12,13 +12,20 @@ where ``G_r(z) = E[exp(sum of w over the next r tokens) | z emitted the last tok
 one backward pass per attribute: ``G_0 = 1``, ``G_r = A (m ⊙ G_{r-1})`` with
 ``m = B exp(w)`` ``(K,)`` — a new attribute costs one ``(K, V)`` matrix-vector product and
 ``r`` ``(K, K)`` ones. Decoding draws from p_LM(v | x_<t) · EAP(x_<t, v)^strength
-(:class:`AttributeProcessor`). The HMM's futures have a fixed length (the remaining budget).
+(:class:`AttributeProcessor`, ``rule="power"``) or, as TRACE publishes it (the default,
+``rule="trace"``), from p_LM(v | x_<t) · sigmoid(strength · logit(EAP(x_<t, v))): the strength
+scales the log-odds, so tokens with EAP near 1 are left alone at any strength and tokens with a
+small EAP are pushed down steeply. The HMM's futures have a fixed length (the remaining
+budget).
 
 Fitting ``w`` (:func:`fit_attribute`): with teacher scores ``s(x)`` in (0, 1] of texts,
 ``-log s(x) ≈ sum_v count_v(x) u_v`` with ``u = -w >= 0`` is a linear regression on token
 counts with non-negative coefficients; an L1 penalty keeps ``u`` sparse, so tokens the teacher
 does not care about keep ``w = 0``. This is scikit-learn's ``Lasso(positive=True,
-fit_intercept=False)`` on the sparse count matrix. Teachers that run offline:
+fit_intercept=False)`` on the sparse count matrix. TRACE first sharpens the teacher's scores,
+``s' = sigmoid(b (logit(s) - c))`` (its defaults for toxicity: b = 10, c = 3), a soft
+threshold at ``s = sigmoid(c)``: texts below it get targets near 0, so their tokens take the
+weight (``fit_attribute(..., target_transform=(b, c))``). Teachers that run offline:
 :func:`nontoxic_teacher` (``alt-profanity-check``) and :func:`positive_teacher` (VADER).
 Composite attributes multiply: ``a * b`` has weights ``w_a + w_b``.
 """
@@ -33,10 +40,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict
+from seqprob.control.hmm_tables import HMMTables, emission_for_matmul, hmm_predict, prompt_prior
 from seqprob.core import State
-from seqprob.core.validation import check_float, check_int, check_shape, check_tensor, describe
+from seqprob.core.validation import (
+    check_choice,
+    check_float,
+    check_int,
+    check_shape,
+    check_tensor,
+    describe,
+)
 from seqprob.lm.processors import LogitsProcessor
+
+RULES = ("trace", "power")  # sigmoid(strength * logit(EAP)), or EAP ** strength
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -70,10 +86,13 @@ class TokenAttribute:
 
 def fit_attribute(token_ids: Sequence[Sequence[int]], scores: Any, vocab_size: int, *,
                   alpha: float = 1e-4, min_score: float = 1e-4, name: str = "attribute",
-                  max_iter: int = 5000) -> TokenAttribute:
+                  max_iter: int = 5000,
+                  target_transform: tuple[float, float] | None = None) -> TokenAttribute:
     """Fit ``w <= 0`` so that ``exp(sum_i w(x_i))`` matches teacher ``scores`` in [0, 1] of
     the token sequences (see the module docstring); ``alpha`` is the L1 strength (per sample,
-    scikit-learn's convention), scores are clipped below at ``min_score``."""
+    scikit-learn's convention), scores are clipped below at ``min_score``.
+    ``target_transform=(b, c)``: fit to TRACE's ``sigmoid(b (logit(s) - c))`` instead of
+    ``s``."""
     from scipy import sparse
     from sklearn.linear_model import Lasso
 
@@ -93,6 +112,8 @@ def fit_attribute(token_ids: Sequence[Sequence[int]], scores: Any, vocab_size: i
     if cols.size and (cols.min() < 0 or cols.max() >= vocab_size):
         raise ValueError(f"token_ids: expected ids in [0, {vocab_size}), got ids in "
                          f"[{cols.min()}, {cols.max()}]")
+    if target_transform is not None:
+        y = sharpen(y, *target_transform)
     rows = np.repeat(np.arange(len(token_ids)), lengths)
     counts = sparse.csr_matrix((np.ones(cols.size), (rows, cols)),
                                shape=(len(token_ids), vocab_size))  # (N, V)
@@ -100,6 +121,16 @@ def fit_attribute(token_ids: Sequence[Sequence[int]], scores: Any, vocab_size: i
     model = Lasso(alpha=alpha, positive=True, fit_intercept=False, max_iter=max_iter)
     model.fit(counts, target)
     return TokenAttribute(torch.from_numpy(-model.coef_).to(torch.float32).clamp(max=0.0), name)
+
+
+def sharpen(scores: np.ndarray, b: float, c: float) -> np.ndarray:
+    """TRACE's target transform ``sigmoid(b (logit(s) - c))`` of scores in [0, 1]
+    (``b > 0``; 0 and 1 stay 0 and 1)."""
+    check_float(b, "target_transform[0] (b)", low=0.0, low_open=True)
+    check_float(c, "target_transform[1] (c)")
+    with np.errstate(divide="ignore"):
+        logit = np.log(scores) - np.log1p(-scores)
+    return 1.0 / (1.0 + np.exp(-b * (logit - c)))
 
 
 def nontoxic_teacher(texts: Sequence[str]) -> np.ndarray:
@@ -204,27 +235,33 @@ class AttributeState(State):
 
 
 class AttributeProcessor(LogitsProcessor):
-    """p(x_t | x_<t, a) ∝ p_LM(x_t | x_<t) · EAP(x_<=t)^strength for a token-factorized
-    attribute (or a product of several); the backward table is built here for
+    """p(x_t | x_<t, a) ∝ p_LM(x_t | x_<t) · sigmoid(strength · logit(EAP(x_<=t))) (TRACE,
+    ``rule="trace"``) or · EAP(x_<=t)^strength (``rule="power"``; the two agree at strength 1)
+    for a token-factorized attribute (or a product of several); the backward table is built
+    here for
     ``max_new_tokens`` tokens, once. ``matmul_dtype``: as in
-    :class:`~seqprob.control.constrained.ConstraintProcessor`."""
+    :class:`~seqprob.control.constrained.ConstraintProcessor`. The HMM reads each row's prompt
+    first (:func:`~seqprob.control.hmm_tables.prompt_prior`); the attribute scores the new
+    tokens only."""
 
     def __init__(self, hmm: HMMTables, attribute: TokenAttribute, *, max_new_tokens: int,
-                 strength: float = 1.0, matmul_dtype: torch.dtype | None = None) -> None:
+                 strength: float = 1.0, rule: str = "trace",
+                 matmul_dtype: torch.dtype | None = None) -> None:
         _check_vocab(hmm, attribute)
         self.hmm = hmm
         self.attribute = attribute
         self.strength = check_float(strength, "strength", low=0.0)
+        self.rule = check_choice(rule, "rule", RULES)
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", minimum=1)
         self.table = attribute_table(hmm, attribute, max_new_tokens)
         self._weights = attribute.weights.to(hmm.emission)
         self._emission_mm = emission_for_matmul(hmm, matmul_dtype)  # (K, V)
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> AttributeState:
-        check_shape(check_tensor(prompt_ids, "prompt_ids"), "prompt_ids", (None, None))
         check_int(max_new_tokens, "max_new_tokens", minimum=1, maximum=self.max_new_tokens)
-        batch, device = prompt_ids.shape[0], self.hmm.emission.device
-        return AttributeState(self.hmm.initial.expand(batch, -1).clone(),
+        prior = prompt_prior(self.hmm, prompt_ids)  # (batch, K): the HMM has read the prompt
+        batch, device = prior.shape[0], prior.device
+        return AttributeState(prior,
                               torch.zeros(batch, dtype=self.hmm.emission.dtype, device=device),
                               torch.zeros(batch, dtype=torch.int64, device=device),
                               max_new_tokens)
@@ -247,7 +284,13 @@ class AttributeProcessor(LogitsProcessor):
     def process(self, log_probs: Tensor, state: AttributeState) -> Tensor:
         check_shape(check_tensor(log_probs, "log_probs"), "log_probs",
                     (state.prior.shape[0], self.hmm.vocab_size))
-        return log_probs + self.strength * self.log_eap(state).to(log_probs.dtype)
+        if self.strength == 0:
+            return log_probs
+        log_eap = self.log_eap(state).clamp(max=0.0).to(log_probs.dtype)
+        if self.rule == "power":
+            return log_probs + self.strength * log_eap
+        log_odds = log_eap - torch.log(-torch.expm1(log_eap))  # logit(EAP), +inf at EAP = 1
+        return log_probs + torch.nn.functional.logsigmoid(self.strength * log_odds)
 
     def advance(self, state: AttributeState, tokens: Tensor) -> AttributeState:
         tokens = tokens.to(self._weights.device)

@@ -172,6 +172,21 @@ def word_count(minimum: int = 0, maximum: int | None = None) -> WordDFA:
     return WordDFA(DFA(trans, acc).minimize(), ())
 
 
+def ends_with(suffix: str) -> ByteDFA:
+    """Texts whose UTF-8 bytes end with ``suffix`` exactly (case and punctuation included; the
+    infilling constraint "the text must end with ..."): a byte-level automaton, since a suffix
+    need not end on a word boundary. Its states are the longest prefixes of ``suffix`` that
+    end the text so far (Knuth–Morris–Pratt, via the one-pattern Aho–Corasick automaton)."""
+    if not isinstance(suffix, str) or not suffix:
+        raise ValueError(f"suffix: expected a non-empty string, got {describe(suffix)}")
+    data = suffix.encode("utf-8")
+    alphabet = sorted(set(data))
+    byte_class = np.zeros(256, dtype=np.int64)  # class 0: bytes outside the suffix
+    byte_class[alphabet] = np.arange(1, len(alphabet) + 1)
+    goto, match = _aho_corasick([byte_class[list(data)].tolist()], len(alphabet) + 1)
+    return ByteDFA(DFA(goto, match).minimize(), byte_class)
+
+
 def inflections(word: str) -> tuple[str, ...]:
     """``word`` and its inflections for every part of speech (lemminflect; out-of-vocabulary
     words get the regular noun and verb forms), sorted."""
@@ -210,7 +225,7 @@ def _strings(items: Iterable[object], name: str) -> list[str]:
 class ByteDFA:
     """A DFA over byte classes: ``byte_class`` ``(256,)`` maps each byte to its symbol.
 
-    ``token_end`` ``(n_states,)``, when set, is applied after every whole token (see
+    ``token_end`` ``(n_dfa_states,)``, when set, is applied after every whole token (see
     :func:`to_bytes`'s ``token_prefixes``); the byte-level language is that of ``dfa``."""
 
     dfa: DFA
@@ -241,7 +256,7 @@ def to_bytes(word_dfa: WordDFA, token_prefixes: Collection[bytes] | None = None)
     child, sym, prefix = _word_trie(word_dfa.words, byte_class, n_classes, len(word_dfa.words))
     n_nodes = child.shape[0]
     trans_w = word_dfa.dfa.transitions
-    q, node = np.divmod(np.arange(word_dfa.dfa.n_states * n_nodes), n_nodes)
+    q, node = np.divmod(np.arange(word_dfa.dfa.n_dfa_states * n_nodes), n_nodes)
     flushed = np.where(node == 0, q, trans_w[q, sym[node]])  # word-DFA state after the word
     trans = q[:, None] * n_nodes + child[node]  # (Q*N, C): word bytes extend the word
     trans[:, 0] = flushed * n_nodes  # separator: feed the word, back to the root

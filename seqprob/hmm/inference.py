@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from seqprob.core.validation import check_choice, check_shape, check_tensor
+from seqprob.hmm.step import condition, predict
 
 METHODS = ("auto", "sequential", "blocked", "fused")
 _FUSED_MAX_K = 32  # above this the GEMM formulation wins over the fused scalar kernel
@@ -193,19 +194,15 @@ def _forward_sequential(init: Tensor, trans: Tensor, scaled: Tensor,
     log-likelihood becomes -inf, never NaN. ``mm`` (bf16/fp16): the products' precision.
     Differentiable (no in-place writes).
     """
-    mm = mm or scaled.dtype
-    trans = trans.to(mm)
-    tiny = torch.finfo(scaled.dtype).tiny
+    trans = trans.to(mm or scaled.dtype)
     alphas, norms = [], []
     prior = init                                                            # (B K)
     for t in range(scaled.shape[1]):
-        a = prior * scaled[:, t]
-        norm = a.sum(-1, keepdim=True)                                      # (B 1)
-        a = a / norm.clamp_min(tiny)
+        a, norm = condition(prior, scaled[:, t])                            # (B K), (B)
         alphas.append(a)
         norms.append(norm)
-        prior = (a if a.dtype == mm else a.to(mm)) @ trans                  # (B K)
-    return torch.stack(alphas, 1), torch.log(torch.cat(norms, 1))
+        prior = predict(a, trans)                                           # (B K)
+    return torch.stack(alphas, 1), torch.log(torch.stack(norms, 1))
 
 
 def _backward_sequential(trans: Tensor, scaled: Tensor, mm: torch.dtype | None = None) -> Tensor:
@@ -253,14 +250,14 @@ def _forward_blocked(init: Tensor, trans: Tensor, scaled: Tensor, blocks: Tensor
                      prods: Tensor) -> tuple[Tensor, Tensor]:
     batch, length, k = scaled.shape
     n_blocks, size = blocks.shape[1], blocks.shape[2]
-    a0, c0 = _normalize(init * scaled[:, 0])                                 # (B K)
+    a0, c0 = condition(init, scaled[:, 0])                                   # (B K)
     starts = [a0]
     for j in range(n_blocks - 1):                                           # block boundaries
         starts.append(_normalize((starts[-1][:, None, :] @ prods[:, j]).squeeze(1))[0])
     a = torch.stack(starts, dim=1)                                          # (B nb K)
     alphas, log_cs = [], []
     for i in range(size):                                                   # inside blocks
-        a, c = _normalize((a @ trans) * blocks[:, :, i])
+        a, c = condition(predict(a, trans), blocks[:, :, i])
         alphas.append(a)
         log_cs.append(torch.log(c))
     alpha = torch.stack(alphas, dim=2).reshape(batch, -1, k)[:, : length - 1]

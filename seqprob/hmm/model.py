@@ -21,6 +21,7 @@ from seqprob.hmm.emissions import (
     MultinomialEmission,
     PoissonEmission,
 )
+from seqprob.hmm.step import condition, predict
 
 EMISSIONS = ("categorical", "gaussian", "poisson", "gmm", "multinomial")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -28,10 +29,11 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 @dataclasses.dataclass
 class HMMState(State):
-    """``log_filter`` (B, K): log p(z_t | x_<=t) after the last consumed position;
-    ``log_likelihood`` (B,): log p(x_<=t); ``position``: positions consumed so far."""
+    """``filter`` (B, K): p(z_t | x_<=t) after the last consumed position (the start
+    distribution before any), in probability space; ``log_likelihood`` (B,): log p(x_<=t);
+    ``position``: positions consumed so far."""
 
-    log_filter: Tensor
+    filter: Tensor
     log_likelihood: Tensor
     position: int = 0
 
@@ -116,29 +118,47 @@ class HMM(SequenceModel, Persistable):
         dtype = dtype if dtype is not None and dtype.is_floating_point else \
             self.log_startprob.dtype
         device = device if device is not None else self.log_startprob.device
-        log_filter = self.log_startprob.detach().to(device, dtype).expand(batch_size, -1).clone()
-        return HMMState(log_filter, torch.zeros(batch_size, device=device, dtype=dtype), 0)
+        start = torch.exp(self.log_startprob.detach()).to(device, dtype)
+        return HMMState(start.expand(batch_size, -1).clone(),
+                        torch.zeros(batch_size, device=device, dtype=dtype), 0)
 
-    def _log_prior(self, state: HMMState) -> Tensor:
-        """log p(z_next | x_seen): (B, K); the start distribution before any observation."""
-        if state.position == 0:
-            return self.log_startprob.expand(state.log_filter.shape[0], -1)
-        probs = torch.exp(state.log_filter) @ torch.exp(self.log_transmat)  # (B K)
-        return torch.log(probs)
+    def transition_probabilities(self) -> Tensor:
+        """``(K, K)`` exp(log_transmat), computed once per parameter update (recomputed, not
+        cached, while autograd tracks the parameters)."""
+        log_trans = self.log_transmat
+        if torch.is_grad_enabled() and log_trans.requires_grad:
+            return torch.exp(log_trans)
+        key = (log_trans._version, log_trans.data_ptr(), log_trans.dtype, log_trans.device)
+        if getattr(self, "_trans_key", None) != key:
+            self._trans_cache, self._trans_key = torch.exp(log_trans.detach()), key
+        return self._trans_cache
+
+    def _prior(self, state: HMMState) -> Tensor:
+        """p(z_next | x_seen): (B, K); the start distribution before any observation."""
+        if state.position == 0:  # from the parameter itself, so gradients reach it
+            return torch.exp(self.log_startprob).to(state.filter).expand_as(state.filter)
+        return predict(state.filter, self.transition_probabilities().to(state.filter))
 
     def forward(self, x: Tensor, state: HMMState | None = None) -> tuple[Tensor, HMMState]:
         x = self.emission.validate(x)
         state = state if state is not None else self.init_state(x.shape[0], device=x.device)
         loglik = self.emission.log_likelihood(x)                            # (B T K)
-        filt = inference.forward_filter(self._log_prior(state), self.log_transmat, loglik)
-        log_filter = torch.log(filt.filtered)                               # (B T K)
-        new = HMMState(log_filter[:, -1], state.log_likelihood + filt.log_likelihood,
+        filt = inference.forward_filter(torch.log(self._prior(state)), self.log_transmat,
+                                        loglik)
+        new = HMMState(filt.filtered[:, -1], state.log_likelihood + filt.log_likelihood,
                        state.position + x.shape[1])
-        return log_filter, new
+        return torch.log(filt.filtered), new
 
     def step(self, x_t: Tensor, state: HMMState) -> tuple[Tensor, HMMState]:
-        y, state = self.forward(x_t[:, None], state)
-        return y[:, 0], state
+        """One observation ``x_t`` ``(B,)`` or ``(B, D)``: ``predict`` from the state's filter,
+        ``condition`` on the emission (:mod:`seqprob.hmm.step`); returns the log filter
+        ``(B, K)`` and the new state."""
+        loglik = self.emission.log_likelihood(self.emission.validate(x_t[:, None]))[:, 0]
+        shift = loglik.amax(-1, keepdim=True)                               # (B 1)
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        filtered, norm = condition(self._prior(state), torch.exp(loglik - shift))
+        log_likelihood = state.log_likelihood + torch.log(norm) + shift[:, 0]
+        return torch.log(filtered), HMMState(filtered, log_likelihood, state.position + 1)
 
     # --- whole-sequence inference ---------------------------------------------------------
     def log_likelihood_table(self, x: Tensor) -> Tensor:

@@ -46,11 +46,11 @@ def class_sums(emission: Tensor, token_class: Tensor, n_classes: int) -> Tensor:
 
 
 def edge_sums(g: Tensor, weights: Tensor, dst: Tensor, shift: Tensor, offsets: Tensor,
-              n_states: int) -> Tensor:
+              n_dfa_states: int) -> Tensor:
     """``(Q, K)``: ``out[s] = sum_e weights[e] * g[dst[e]] * shift[e]`` over the edges ``e`` in
     ``[offsets[s], offsets[s + 1])`` (edges sorted by source state); ``g`` ``(Q', K)``,
     ``weights`` ``(E, K)``, ``dst`` and ``shift`` ``(E,)``."""
-    out = np.zeros((n_states, g.shape[1]), dtype=g.numpy().dtype)
+    out = np.zeros((n_dfa_states, g.shape[1]), dtype=g.numpy().dtype)
     _edge_sums(g.contiguous().numpy(), weights.contiguous().numpy(), dst.numpy(),
                   shift.to(g.dtype).contiguous().numpy(), offsets.numpy(), out)
     return torch.from_numpy(out)

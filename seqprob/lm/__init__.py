@@ -8,13 +8,14 @@ from seqprob.lm.decoding import GenerationResult
 from seqprob.lm.generate import generate
 from seqprob.lm.hf import KVState, TransformersLM
 from seqprob.lm.loading import KNOWN_MODELS, load
-from seqprob.lm.processors import BannedSequences, LogitsProcessor, RecentTokens
+from seqprob.lm.processors import PROMPT_PAD, BannedSequences, LogitsProcessor, RecentTokens
 from seqprob.lm.prompts import chat_prompt, has_chat_template, instructions
 from seqprob.lm.sampling import Samples, sample
 from seqprob.lm.tiny import byte_tokenizer, tiny_lm
 
 __all__ = [
     "KNOWN_MODELS",
+    "PROMPT_PAD",
     "BannedSequences",
     "GenerationResult",
     "KVState",

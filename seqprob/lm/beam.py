@@ -53,7 +53,7 @@ def beam_search(lm: LanguageModel, ids: Tensor, mask: Tensor, options: DecodingO
     expand = torch.arange(batch, device=device).repeat_interleave(beams)          # (R)
     logits, state = lm.prefill(ids, attention_mask=mask)                          # (B V)
     logits, state = logits.index_select(0, expand), state.reorder(expand)         # (R V)
-    scorer = Scorer(processors, options, ids.index_select(0, expand))
+    scorer = Scorer(processors, options, ids.index_select(0, expand), mask.index_select(0, expand))
     eos = torch.tensor(options.eos, dtype=torch.long, device=device)
     keep = min(max(2, 1 + len(options.eos)) * beams, beams * logits.shape[1])
     rank_ok = torch.arange(keep, device=device) < beams                           # (K)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from seqprob.core import LanguageModel, State
 from seqprob.core.validation import check_float, check_int, describe
-from seqprob.lm.processors import LogitsProcessor
+from seqprob.lm.processors import PROMPT_PAD, LogitsProcessor
 
 
 @dataclasses.dataclass
@@ -127,16 +127,18 @@ def _encode_one(lm: LanguageModel, prompt: str | Sequence[int], i: int) -> list[
 
 class Scorer:
     """Next-token log-probabilities of each row: the model's, then each processor's in turn
-    (renormalized after each), with EOS forbidden before ``min_new_tokens``."""
+    (renormalized after each), with EOS forbidden before ``min_new_tokens``. The processors
+    see ``prompt_ids`` with the positions outside ``prompt_mask`` (left padding) set to -1."""
 
     def __init__(self, processors: Sequence[LogitsProcessor], options: DecodingOptions,
-                 prompt_ids: Tensor):
+                 prompt_ids: Tensor, prompt_mask: Tensor):
         for i, p in enumerate(processors):
             if not isinstance(p, LogitsProcessor):
                 raise TypeError(f"logits_processors[{i}]: expected a LogitsProcessor, got "
                                 f"{describe(p)}")
         self.processors = tuple(processors)
         self.options = options
+        prompt_ids = prompt_ids.masked_fill(~prompt_mask.bool(), PROMPT_PAD)
         self.states = [p.init_state(prompt_ids, options.max_new_tokens) for p in processors]
         self._eos = torch.tensor(options.eos, dtype=torch.long, device=prompt_ids.device)
 

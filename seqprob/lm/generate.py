@@ -86,7 +86,7 @@ def _decode(lm: LanguageModel, ids: Tensor, mask: Tensor, options: DecodingOptio
     """Greedy or sampled decoding of ``ids`` ``(batch, prompt)`` with the KV cache; stops
     early once every row has ended."""
     batch, steps = ids.shape[0], options.max_new_tokens
-    scorer = Scorer(processors, options, ids)
+    scorer = Scorer(processors, options, ids, mask)
     eos = torch.tensor(options.eos, dtype=torch.long, device=ids.device)
     tokens = ids.new_full((batch, steps), options.pad)                            # (B T)
     lps = torch.zeros(batch, steps, device=ids.device)                            # (B T)

@@ -16,6 +16,8 @@ from torch import Tensor
 
 from seqprob.core import State
 
+PROMPT_PAD = -1  # the id that marks a prompt's left padding in ``init_state``'s prompt_ids
+
 
 class LogitsProcessor(abc.ABC):
     """Reweights the next-token distribution of each row.
@@ -26,8 +28,8 @@ class LogitsProcessor(abc.ABC):
 
     @abc.abstractmethod
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> State:
-        """State for ``prompt_ids`` ``(batch, prompt_length)`` (left-padded, int64) and the
-        budget of new tokens."""
+        """State for ``prompt_ids`` ``(batch, prompt_length)`` (int64, left-padded with
+        ``PROMPT_PAD`` = -1) and the budget of new tokens."""
 
     @abc.abstractmethod
     def process(self, log_probs: Tensor, state: State) -> Tensor:
@@ -52,7 +54,7 @@ class BannedSequences(LogitsProcessor):
     latest tokens equal the rest of it (a one-token sequence is always forbidden).
 
     ``sequences``: token-id sequences, e.g. ``[tok.encode(" darn", add_special_tokens=False)]``.
-    The prompt's tail counts as history; its left padding holds the pad token id.
+    The prompt's tail counts as history; its left padding (-1) matches no token.
     """
 
     def __init__(self, sequences: Sequence[Sequence[int]]):
