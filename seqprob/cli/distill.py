@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from seqprob.cli.files import output_file
 from seqprob.core import resolve_device
 from seqprob.core.device import fast_autocast_dtype
 
@@ -30,14 +30,16 @@ def register(subparsers) -> None:
     parser.add_argument("--autocast", choices=("auto", "bfloat16", "float16", "none"),
                         default="auto", help="dtype of the LM while sampling (auto: bfloat16 "
                         "on a CPU with bf16 instructions, else fp32)")
-    parser.add_argument("--pseudocount", type=float, default=0.01)
+    parser.add_argument("--pseudocount", type=float, default=0.01,
+                        help="added to every expected count in the M-step")
     parser.add_argument("--prompt", action="append", help="sample from these prompts "
                         "(repeatable; default: from BOS)")
-    parser.add_argument("--checkpoint", type=Path,
+    parser.add_argument("--checkpoint", type=output_file,
                         help="resumable checkpoint file (written during EM, read to resume)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the sampling")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--output", type=Path, default=Path("hmm.safetensors"))
+    parser.add_argument("--output", type=output_file, default="hmm.safetensors",
+                        help="where to save the HMM")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
