@@ -123,5 +123,5 @@ def test_console_script_exit_codes(small_csv, tmp_path):
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
 
     done = run("hmm", "fit", str(small_csv), "--device", "bogus")
-    assert done.returncode == 2 and done.stderr.startswith("seqprob hmm: error: device:")
+    assert done.returncode == 2 and done.stderr.startswith("seqprob hmm fit: error: device:")
     assert run("--version").stdout.strip() == f"seqprob {seqprob.__version__}"

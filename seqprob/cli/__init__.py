@@ -115,16 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as done:  # --help, --version, or a usage error already reported
         return done.code if isinstance(done.code, int) else EXIT_USAGE
+    command = " ".join(filter(None, ("seqprob", args.command, getattr(args, "action", None))))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"seqprob {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
         message = user_error(err)
         if message is None:
             raise
-        print(f"seqprob {args.command}: error: {message}", file=sys.stderr)
+        print(f"{command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 
 
