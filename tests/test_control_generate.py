@@ -9,7 +9,7 @@ from seqprob.hmm import HMM
 from seqprob.hmm.distill import distill
 from seqprob.lm import tiny_lm
 
-TINY = dict(n_hidden=8, seq_len=16, batch_size=16, n_init_batches=2, n_em_steps=2,
+TINY = dict(n_states=8, seq_len=16, batch_size=16, n_init_batches=2, n_em_steps=2,
             n_held_out=16)
 
 

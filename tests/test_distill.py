@@ -1,13 +1,14 @@
 """Distillation of an HMM from a language model (tiny LM: fast)."""
 
+import importlib
 import itertools
 import math
 
 import pytest
 import torch
 
-from seqprob.hmm.distill import Samples, count_init, distill, sample
-from seqprob.lm import tiny_lm
+from seqprob.hmm.distill import count_init, distill, repeat_last
+from seqprob.lm import instructions, tiny_lm
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +21,15 @@ SMALL = dict(seq_len=16, batch_size=16, n_init_batches=2, n_held_out=16, verbose
 
 def test_count_init_matches_direct_count():
     labels = torch.tensor([[0, 1, 1, 0], [1, 0, 2, 2]])
-    tokens = torch.tensor([[3, 4, 4, -1], [0, 3, 1, 2]])
-    lengths = torch.tensor([3, 4])
+    tokens = torch.tensor([[3, 4, 4, 4], [0, 3, 1, 2]])
     c = 0.5
-    log_s, log_t, log_e = count_init(labels, tokens, lengths, 3, 5, pseudocount=c)
+    log_s, log_t, log_e = count_init(labels, tokens, 3, 5, pseudocount=c)
     start = torch.full((3,), c)
     trans = torch.full((3, 3), c)
     emit = torch.full((3, 5), c)
     for b in range(2):
         start[labels[b, 0]] += 1
-        for t in range(int(lengths[b])):
+        for t in range(4):
             emit[labels[b, t], tokens[b, t]] += 1
             if t:
                 trans[labels[b, t - 1], labels[b, t]] += 1
@@ -37,16 +37,95 @@ def test_count_init_matches_direct_count():
         torch.testing.assert_close(got.exp(), (want / want.sum(-1, keepdim=True)).float())
 
 
-def test_sample_masks_after_eos_and_matches_lm(lm):
-    s = sample(lm, 4, 8, keep_hidden=True, random_state=1)
-    assert s.tokens.shape == (4, 8) and s.hidden.shape == (4, 8, lm.hidden_size)
-    for row, n in zip(s.tokens, s.lengths, strict=True):
-        assert bool((row[:n] >= 0).all()) and bool((row[n:] == -1).all())
-    # the hidden states are the LM's own on the sampled sequence (KV cache == full run)
-    ids = torch.cat([torch.full((4, 1), lm.tokenizer.bos_token_id), s.tokens.clamp_min(0)], 1)
-    full = lm.run(input_ids=ids).hidden[:, 1:]
-    valid = s.tokens >= 0
-    torch.testing.assert_close(full[valid].float(), s.hidden[valid], atol=1e-4, rtol=1e-4)
+def test_repeat_last_pads_with_the_ending_token():
+    x = torch.tensor([[5, 7, 2, 0, 0], [1, 2, 3, 4, 5]])
+    got = repeat_last(x, torch.tensor([3, 5]))
+    assert got.tolist() == [[5, 7, 2, 2, 2], [1, 2, 3, 4, 5]]
+
+
+@pytest.fixture(scope="module")
+def eos_lm():
+    """The tiny LM with a frequent token (id 82) as its EOS, so many samples end early."""
+    lm = tiny_lm(random_state=0)
+    lm.model.generation_config.eos_token_id = 82
+    return lm
+
+
+@pytest.fixture(scope="module")
+def eos_result(eos_lm):
+    return distill(eos_lm, 8, seq_len=16, batch_size=32, n_init_batches=2, n_em_steps=3,
+                   n_held_out=32, verbose=False)
+
+
+def test_an_ended_sequence_stays_ended(eos_result):
+    x, hmm = eos_result.held_out_tokens, eos_result.hmm
+    assert eos_result.ended > 0.1
+    ended = x == 82                         # end-padded: every EOS position is after the end
+    assert bool((ended[:, 1:] | ~ended[:, :-1]).all())      # EOS is followed by EOS only
+    with torch.no_grad():
+        log_filter, _ = hmm(x)                                                   # (B T K)
+        emit_eos = hmm.emission.log_emission.exp()[:, 82]                        # (K)
+        p_eos = (log_filter.exp() @ hmm.log_transmat.exp()) @ emit_eos           # (B T)
+    after, before = p_eos[:, :-1][ended[:, :-1]].mean(), p_eos[:, :-1][~ended[:, :-1]].mean()
+    # the HMM learned the absorbing end: once ended, EOS is far more likely than before
+    assert float(after) > 0.4 and float(after) > 4 * float(before)
+
+
+def test_constrained_decoding_can_finish_with_eos(eos_lm, eos_result):
+    from seqprob.control import generate
+
+    out = generate(eos_lm, list("abcdefghijkl"), eos_result.hmm, keywords=[["dog"]] * 12,
+                   max_new_tokens=40, do_sample=True, random_state=0)
+    assert out.satisfied == [True] * 12
+    finished = [ids for ids in out.token_ids if len(ids) < 40]
+    assert len(finished) >= 2 and all(ids[-1] == 82 for ids in finished)
+
+
+def test_prompts_go_through_the_chat_template(monkeypatch):
+    module = importlib.import_module("seqprob.hmm.distill")  # the name seqprob.hmm.distill is the function
+
+    lm = tiny_lm(random_state=0)
+    lm.tokenizer.chat_template = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}"
+                                  "{% endfor %}{% if add_generation_prompt %}<|a|>{% endif %}")
+    seen, real = [], module.sample
+
+    def spy(lm_, prompts, *args, **kwargs):
+        seen.extend(prompts)
+        return real(lm_, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(module, "sample", spy)
+    tiny = dict(seq_len=4, batch_size=8, n_init_batches=1, n_em_steps=0, n_held_out=4,
+                verbose=False)
+    distill(lm, 2, **tiny)
+    texts = set(instructions())
+    assert len(seen) == 12 and len(set(seen)) > 6          # prompts drawn from the set
+    for prompt in seen:
+        assert prompt.startswith("<|user|>") and prompt.endswith("<|a|>")
+        assert prompt[len("<|user|>"):-len("<|a|>")] in texts
+    seen.clear()
+    distill(lm, 2, chat=False, prompts=["Say hi.", "Count."], **tiny)
+    assert set(seen) == {"Say hi.", "Count."}
+
+
+def test_a_shared_sample_cache_samples_once(lm, monkeypatch):
+    module = importlib.import_module("seqprob.hmm.distill")  # the name seqprob.hmm.distill is the function
+
+    opts = dict(SMALL, n_em_steps=2, random_state=4)
+    plain = distill(lm, 4, **opts)
+    cache, calls, real = {}, [], module.sample
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "sample", counting)
+    first = distill(lm, 4, sample_cache=cache, **opts)
+    n = len(calls)
+    other_k = distill(lm, 6, sample_cache=cache, **opts)
+    assert n == 1 + 2 + 2 and len(calls) == n               # held-out, init, EM: drawn once
+    torch.testing.assert_close(first.hmm.log_transmat, plain.hmm.log_transmat)
+    assert other_k.hmm.n_states == 6
+    assert torch.equal(other_k.held_out_tokens, plain.held_out_tokens)
 
 
 def test_em_improves_and_beats_unigram(lm):
@@ -79,19 +158,15 @@ def test_minibatch_updates_resume_and_improve(lm, tmp_path):
     torch.testing.assert_close(resumed.hmm.emission.log_emission, whole.hmm.emission.log_emission)
 
 
-def test_sample_under_bf16_autocast(lm):
-    s = sample(lm, 3, 5, keep_hidden=True, autocast_dtype="bfloat16", random_state=2)
-    assert s.hidden.dtype == torch.float32 and s.hidden.shape == (3, 5, lm.hidden_size)
-    assert bool(((s.tokens >= -1) & (s.tokens < lm.vocab_size)).all())
-
-
 def test_bad_input(lm):
     with pytest.raises(TypeError, match="lm"):
         distill("gpt", 4)
-    with pytest.raises(ValueError, match="n_hidden"):
+    with pytest.raises(ValueError, match="n_states"):
         distill(lm, 0)
-    with pytest.raises(ValueError, match="n_hidden"):
+    with pytest.raises(ValueError, match="n_states"):
         distill(lm, 100, seq_len=4, batch_size=2, n_init_batches=1, verbose=False)
+    with pytest.raises(ValueError, match="prompts"):
+        distill(lm, 4, prompts=["ok", ""])
     with pytest.raises(ValueError, match="pseudocount"):
         distill(lm, 4, pseudocount=0.0)
     with pytest.raises(ValueError, match="updates_per_batch"):
@@ -104,12 +179,12 @@ def test_ngram_baseline_is_normalized():
     from seqprob.hmm.distill import NgramBaseline
 
     base = NgramBaseline(3, 0.5)
-    base.add(Samples(torch.tensor([[0, 1, 2, 1]]), torch.tensor([4]), None))
+    base.add(torch.tensor([[0, 1, 2, 1]]))
     # per-token log-likelihood of every length-1 and length-2 sequence sums to one
     total = 0.0
     for a in range(3):
         for b in range(3):
-            _, bi = base.log_likelihoods(Samples(torch.tensor([[a, b]]), torch.tensor([2]), None))
+            _, bi = base.log_likelihoods(torch.tensor([[a, b]]))
             total += math.exp(2 * bi)
     assert total == pytest.approx(1.0)
 
@@ -122,7 +197,7 @@ def test_sparse_bigram_matches_a_dense_count():
     train = [torch.randint(0, v, (3, 6), generator=g) for _ in range(2)]
     base = NgramBaseline(v, c)
     for t in train:
-        base.add(Samples(t, torch.full((3,), 6), None))
+        base.add(t)
     tokens = torch.cat(train)
     uni = torch.bincount(tokens.reshape(-1), minlength=v).double()
     bi = torch.zeros(v, v, dtype=torch.float64)
@@ -134,5 +209,5 @@ def test_sparse_bigram_matches_a_dense_count():
     test = torch.randint(0, v, (2, 4), generator=g)
     want = sum(math.log(p_uni[r[0]]) + sum(math.log(p_bi[a, b]) for a, b in itertools.pairwise(r))
                for r in test.tolist()) / 8
-    _, got = base.log_likelihoods(Samples(test, torch.full((2,), 4), None))
+    _, got = base.log_likelihoods(test)
     assert got == pytest.approx(want)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 
 from seqprob.core import scan
 from seqprob.core.scan import linear_scan, selective_scan
+from seqprob.kernels import cpu as cpu_kernels
 
 OPTIONS = ("D", "z", "delta_bias", "delta_softplus", "var_B", "var_C", "initial_state",
            "return_last_state")
@@ -124,6 +126,46 @@ def test_cpu_reads_and_writes_the_mamba_block_layout():
     assert_agree(kw, "cpu")
     y, _ = selective_scan(**kw, backend="cpu")
     assert y.mT.is_contiguous()
+
+
+def mamba_layout(kw):
+    """``u, delta, z`` as ``.mT`` views of (B, L, D) memory and B, C as ``.mT`` views of
+    (B, L, N) memory: the layout in which the channel kernels run."""
+    kw = dict(kw)
+    for name in ("u", "delta", "z", "B", "C"):
+        if name in kw and kw[name].dim() == 3:
+            kw[name] = kw[name].mT.contiguous().mT
+    return kw
+
+
+CHANNEL_COMBOS = [o for o in ALL_COMBOS if "var_B" in o and "var_C" in o]
+
+
+@pytest.mark.parametrize("options", CHANNEL_COMBOS, ids=lambda o: "+".join(o))
+def test_cpu_channel_kernels_match_reference(options):
+    """dim 70: one full block of ``WIDTH`` channels and a partial one; length 70: two
+    checkpoint chunks, the second partial. delta_bias >= 0 keeps delta > 0 without softplus:
+    a growing state would leave fp32 outputs near 0 beside ones of 1e12 (cancellation)."""
+    kw = make_inputs(batch=2, dim=70, length=70, nstate=5, options=options)
+    if "delta_bias" in kw:
+        kw["delta_bias"] = kw["delta_bias"].abs()
+    kw = mamba_layout(kw)
+    assert cpu_kernels._use_channels(kw["u"], kw["B"], kw["C"])
+    assert_agree(kw, "cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_cpu_channel_kernels_dtypes(dtype):
+    assert_agree(mamba_layout(make_inputs(dim=7, length=30, dtype=dtype)), "cpu", dtype)
+
+
+def test_cpu_channel_kernels_chosen_only_for_their_layout():
+    kw = make_inputs(dim=4, length=8)
+    mt = mamba_layout(kw)
+    assert cpu_kernels._use_channels(mt["u"], mt["B"], mt["C"])
+    assert not cpu_kernels._use_channels(kw["u"], kw["B"], kw["C"])              # (B D L)
+    fixed = make_inputs(dim=4, length=8, options=("var_B",))
+    assert not cpu_kernels._use_channels(mamba_layout(fixed)["u"], fixed["B"], fixed["C"])
 
 
 def test_cpu_without_grad_matches_reference():
@@ -375,9 +417,12 @@ def test_linear_scan_refuses_bad_input(kw, error, message):
 
 @pytest.fixture
 def triton_interpreter():
-    """Skip without Triton; the interpreter itself is switched on at the top of this module."""
+    """Skip without Triton, or with a GPU (no interpreter: the gpu-marked tests run the Triton
+    kernels on CUDA tensors there); conftest.py switches the interpreter on without one."""
     if importlib.util.find_spec("triton") is None:
         pytest.skip("Triton is not installed (pip install 'seqprob[gpu]')")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("a CUDA device is present: Triton runs in the gpu-marked tests")
 
 
 TRITON_CASES = [

@@ -67,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from seqprob.core.validation import check_int
-    from seqprob.lm import BannedSequences, generate
+    from seqprob.lm import BannedSequences, chat_prompt, generate, has_chat_template
 
     prompts = args.prompt or _read_prompts(args.prompts_file)
     batch_size = check_int(args.batch_size, "--batch-size", minimum=1)
     lm = _load_lm(args.model).to(resolve_device(args.device))
-    texts = [_chat(lm.tokenizer, p) for p in prompts] if args.chat else prompts
+    if args.chat and not has_chat_template(lm.tokenizer):
+        raise ValueError("--chat: this model's tokenizer has no chat template")
+    texts = [chat_prompt(lm.tokenizer, p) for p in prompts] if args.chat else prompts
     processors = [BannedSequences(_ban_sequences(lm.tokenizer, args.ban))] if args.ban else []
     generator = torch.Generator(device=lm.device).manual_seed(args.seed)
     if args.keywords or args.avoid or args.attribute:
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_controlled(args, lm, prompts, texts, processors, generator) -> int:
     """Keywords, avoided words and attributes through :func:`seqprob.control.generate`."""
     from seqprob.control import generate as controlled
-    from seqprob.hmm import HMM
+    from seqprob.hmm.artifact import load_hmm
 
     keywords = None
     if args.keywords:
@@ -109,7 +111,7 @@ def _run_controlled(args, lm, prompts, texts, processors, generator) -> int:
         keywords = lists * len(prompts) if len(lists) == 1 else lists
     if processors:
         raise ValueError("--ban: use --avoid with --keywords/--attribute")
-    hmm = HMM.load(args.hmm) if args.hmm is not None else None
+    hmm = load_hmm(args.hmm) if args.hmm is not None else None
     result = controlled(
         lm, texts, hmm, keywords=keywords, avoid=args.avoid, attributes=args.attribute,
         strength=args.strength, max_new_tokens=args.max_new_tokens, verbose=args.progress,
@@ -147,13 +149,6 @@ def _read_prompts(path: Path) -> list[str]:
     if not prompts:
         raise ValueError(f"--prompts-file: {str(path)!r} holds no non-blank line")
     return prompts
-
-
-def _chat(tokenizer, prompt: str) -> str:
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("--chat: this model's tokenizer has no chat template")
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
 
 
 def _ban_sequences(tokenizer, words: list[str]) -> list[list[int]]:

@@ -1,8 +1,12 @@
-"""Default HMMs and attributes for a language model, built on first use and cached on disk.
+"""Default HMMs and attributes for a language model: the HMM shipped with the package for
+the LM when there is one (matched by the LM's fingerprint), else built on first use and cached
+on disk.
 
-The cache folder is ``$SEQPROB_CACHE`` or ``~/.cache/seqprob``; an entry's file name holds a
-fingerprint of the LM (class, sizes, a sample of its weights) and of the build settings, so a
-different model or different settings never reuse a file.
+The shipped artifact (``seqprob/control/data/<model>-hmm.safetensors``, see
+:mod:`seqprob.hmm.artifact`) is rebuilt exactly by ``seqprob distill --default`` from
+:data:`DEFAULT_RECIPE`. The cache folder is ``$SEQPROB_CACHE`` or ``~/.cache/seqprob``; an
+entry's file name holds a fingerprint of the LM (class, sizes, a sample of its weights) and of
+the build settings, so a different model or different settings never reuse a file.
 """
 
 from __future__ import annotations
@@ -25,16 +29,25 @@ from seqprob.core.device import fast_autocast_dtype
 from seqprob.core.persist import load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_choice
 from seqprob.hmm import HMM, distill
-from seqprob.hmm.distill import sample
+from seqprob.hmm.artifact import artifact_config, load_artifact
+from seqprob.lm import sample
 
-# a small HMM that distills on one CPU core in two to three minutes for a 135M-parameter LM (bf16
-# sampling, see seqprob.core.device.fast_autocast_dtype; about twice that in fp32): 8,192 tokens
-# for the latent-variable initialization, 24,576 for stepwise EM in minibatches of 16 samples
-# (large sampling batches are fast, small EM updates learn fast); on ~35k tokens 32 states
-# beat 48 and 64 (held-out log-likelihood, BENCHMARKS.md)
-DEFAULT_DISTILL = {"n_hidden": 32, "seq_len": 32, "batch_size": 128, "n_init_batches": 2,
+# the fallback for an LM without a shipped HMM: a small HMM that distills on one CPU core in a
+# few minutes for a 135M-parameter LM (bf16 sampling, see seqprob.core.device.fast_autocast_dtype;
+# about twice that in fp32): 8,192 tokens for the latent-variable initialization, 24,576 for
+# stepwise EM in minibatches of 16 samples (large sampling batches are fast, small EM updates
+# learn fast); on ~35k tokens 32 states beat 48 and 64 (held-out log-likelihood, BENCHMARKS.md)
+DEFAULT_DISTILL = {"n_states": 32, "seq_len": 32, "batch_size": 128, "n_init_batches": 2,
                    "n_em_steps": 6, "updates_per_batch": 8, "n_held_out": 64,
                    "pseudocount": 0.01, "random_state": 0}
+# the shipped HMM's recipe (`seqprob distill --default`): 1,048,576 training tokens (64 batches
+# of 512 prompted samples of 32 tokens; 8 batches initialize, 56 refine in 448 stepwise-EM
+# updates of 64 samples), 16,384 held-out tokens
+DEFAULT_RECIPE = {"n_states": 256, "seq_len": 32, "batch_size": 512, "n_init_batches": 8,
+                  "n_em_steps": 56, "updates_per_batch": 8, "n_held_out": 512,
+                  "pseudocount": 0.01, "max_kmeans_points": 100_000, "random_state": 0}
+DEFAULT_MODEL = "smollm2-135m"
+ARTIFACT_DIR = Path(__file__).parent / "data"
 TEACHERS = {"nontoxic": nontoxic_teacher, "positive": positive_teacher}
 _ATTRIBUTE_KIND = "seqprob.control.attribute"
 
@@ -58,11 +71,31 @@ def _key(lm: LanguageModel, settings: dict) -> str:
     return f"{lm_fingerprint(lm)}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
+def artifact_path(model: str) -> Path:
+    """Where the shipped HMM artifact of a known model lives (it may not exist yet)."""
+    return ARTIFACT_DIR / f"{model}-hmm.safetensors"
+
+
+def shipped_hmm_path(lm: LanguageModel) -> Path | None:
+    """The shipped artifact distilled from ``lm`` (same fingerprint), or ``None``."""
+    if not ARTIFACT_DIR.is_dir():
+        return None
+    fingerprint = lm_fingerprint(lm)
+    for path in sorted(ARTIFACT_DIR.glob("*-hmm.safetensors")):
+        if artifact_config(path)["metadata"].get("lm_fingerprint") == fingerprint:
+            return path
+    return None
+
+
 def default_hmm(lm: LanguageModel, *, verbose: bool = True, **settings) -> HMM:
-    """The cached HMM distilled from ``lm`` with :data:`DEFAULT_DISTILL` updated by
-    ``settings`` (keyword arguments of :func:`seqprob.hmm.distill`; ``autocast_dtype``
-    defaults to :func:`~seqprob.core.device.fast_autocast_dtype`); distilled and saved on
-    first use."""
+    """The HMM for ``lm``: without ``settings``, the shipped artifact when one was distilled
+    from this LM; otherwise (or with ``settings``) the cached HMM distilled from ``lm`` with
+    :data:`DEFAULT_DISTILL` updated by ``settings`` (keyword arguments of
+    :func:`seqprob.hmm.distill`; ``autocast_dtype`` defaults to
+    :func:`~seqprob.core.device.fast_autocast_dtype`), distilled and saved on first use."""
+    shipped = None if settings else shipped_hmm_path(lm)
+    if shipped is not None:
+        return load_artifact(shipped)
     settings = {**DEFAULT_DISTILL, "autocast_dtype": fast_autocast_dtype(lm.device),
                 **settings}
     path = cache_dir() / f"hmm-{_key(lm, settings)}.safetensors"
@@ -90,9 +123,9 @@ def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length
         return TokenAttribute(tensors["weights"], name)
     if verbose:
         print(f"fitting attribute {name!r} on {n_texts} samples from the LM")
-    samples = sample(lm, n_texts, length, random_state=random_state)
-    texts = [lm.tokenizer.decode(row[row >= 0].tolist(), skip_special_tokens=True)
-             for row in samples.tokens]
+    samples = sample(lm, None, n_texts, length, random_state=random_state)
+    texts = [lm.tokenizer.decode(row[:n].tolist(), skip_special_tokens=True)
+             for row, n in zip(samples.token_ids, samples.lengths.tolist(), strict=True)]
     attribute = fit_from_texts(texts, lm.tokenizer, TEACHERS[name], vocab_size=lm.vocab_size,
                                name=name, lexicon=True)
     save_checkpoint(path, {"weights": attribute.weights}, kind=_ATTRIBUTE_KIND,

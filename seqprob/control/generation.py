@@ -24,6 +24,7 @@ from seqprob.control.words import banned, inflections, keyword, to_bytes
 from seqprob.core import LanguageModel
 from seqprob.core.validation import check_int, describe
 from seqprob.hmm import HMM
+from seqprob.lm import chat_prompt
 from seqprob.lm import generate as lm_generate
 
 
@@ -66,11 +67,7 @@ CONCEPT_INSTRUCTION = ("Write one short sentence describing a common everyday sc
 def concept_prompt(lm: LanguageModel, concepts: Sequence[str]) -> str:
     """The CommonGen instruction for ``concepts`` as a user turn of the LM's chat template
     (plain text when the tokenizer has none)."""
-    text = CONCEPT_INSTRUCTION + ", ".join(concepts)
-    if not getattr(lm.tokenizer, "chat_template", None):
-        return text
-    return lm.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                            tokenize=False, add_generation_prompt=True)
+    return chat_prompt(lm.tokenizer, CONCEPT_INSTRUCTION + ", ".join(concepts))
 
 
 def _keyword_lists(keywords, n_prompts: int) -> list[tuple[str, ...]]:

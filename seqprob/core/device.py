@@ -22,8 +22,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def fast_autocast_dtype(device: torch.device) -> str | None:
-    """``"bfloat16"`` on a CPU with bf16 instructions (AVX512-BF16 or AMX: about twice the fp32
-    throughput of a small LM's forward under ``torch.autocast``), else ``None`` (fp32)."""
+    """``"bfloat16"`` on a CUDA device that supports it and on a CPU with bf16 instructions
+    (AVX512-BF16 or AMX: about twice the fp32 throughput of a small LM's forward under
+    ``torch.autocast``), else ``None`` (fp32)."""
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else None
     if device.type != "cpu":
         return None
     try:

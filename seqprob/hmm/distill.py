@@ -1,19 +1,26 @@
 """Distill a categorical HMM from a language model (GeLaTo / Ctrl-G latent-variable
-distillation): sample text from the LM with its KV cache, cluster the LM's last hidden state
-of every sampled token with k-means (cluster = hidden state), count initial states,
-transitions and emissions, then refine by stepwise EM on fresh samples.
+distillation): sample continuations of prompts from the LM (:func:`seqprob.lm.sample`, chat
+template applied when the LM has one, so the HMM learns the distribution that chat decoding
+draws from), cluster the LM's last hidden state of every sampled token with k-means (cluster =
+hidden state), count initial states, transitions and emissions, then refine by stepwise EM on
+fresh samples.
 
-Only :class:`seqprob.core.LanguageModel` is used (``run`` with a state), so the HMM layer does
-not depend on ``seqprob.lm``; the sampling loop here is the short one distillation needs
-(ancestral sampling, fixed length, hidden states kept), not the general decoder.
+End of sequence is explicit, not missing data: every sample is padded after its first EOS
+with that EOS up to ``seq_len``, so the HMM is trained on complete sequences and learns an
+absorbing "ended" behaviour (states that emit EOS and stay among themselves). This needs no
+change to the HMM, its inference or the control tables (a reserved absorbing state would
+need a structural zero pattern in every consumer), and it gives constrained decoding the
+probability that a text has ended by step t — which it needs to let a text finish with EOS —
+while a missing-data treatment would give the HMM no notion of ending at all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -25,15 +32,17 @@ from seqprob.core.persist import load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_choice, check_float, check_int, describe
 from seqprob.hmm.em import Statistics, expected_statistics, maximize, step_size, stepwise_update
 from seqprob.hmm.model import HMM
+from seqprob.lm import Samples, chat_prompt, instructions, sample
 
 _CHECKPOINT_KIND = "seqprob.hmm.distill"
 
 
 @dataclasses.dataclass
-class Samples:
-    """Sampled token ids ``tokens`` (B, T), ``-1`` after the first EOS; ``lengths`` (B,)
-    (the EOS included); ``hidden`` (B, T, H) or ``None``: the LM's last hidden state at each
-    sampled token."""
+class Batch:
+    """Training sequences ``tokens`` ``(B, T)``, each padded after its end with its EOS (on the
+    LM's device); ``lengths`` ``(B,)`` the sampled tokens up to and including EOS; ``hidden``
+    ``(B, T, H)`` fp32 on the CPU or ``None``: the LM's last hidden state at each sampled
+    token."""
 
     tokens: Tensor
     lengths: Tensor
@@ -44,11 +53,18 @@ class Samples:
 class DistillResult:
     """The distilled ``hmm``; held-out log-likelihood per token of the HMM, of the initial
     (counted) HMM, of a unigram and of a bigram model estimated on the same training samples;
-    ``history``: the held-out figure after each EM step."""
+    ``history``: the held-out figure after initialization and after each EM step;
+    ``token_counts`` ``(V,)``: how often each token occurs in the training samples (zero
+    marks the unobserved vocabulary); ``held_out_tokens`` ``(n_held_out, seq_len)``: the
+    end-padded held-out samples (to score other models on); ``ended``: their share that reached
+    EOS within ``seq_len``."""
 
     hmm: HMM
     held_out: dict[str, float]
     history: list[float]
+    token_counts: Tensor
+    held_out_tokens: Tensor
+    ended: float
 
 
 def _seed(random_state: int, purpose: str, index: int) -> int:
@@ -56,77 +72,24 @@ def _seed(random_state: int, purpose: str, index: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def _prompt_ids(lm: LanguageModel, prompts: Sequence[str] | None, batch_size: int
-                ) -> tuple[Tensor, Tensor]:
-    """Left-padded prompt ids and mask (B, P): the BOS token (or EOS) without prompts, else the
-    prompts in turn."""
-    tok = lm.tokenizer
-    if prompts is None:
-        start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-        if start is None:
-            raise ValueError("prompts: the tokenizer has neither BOS nor EOS; give prompts")
-        rows = [[int(start)]] * batch_size
-    else:
-        encoded = [tok.encode(p) for p in prompts]
-        if not encoded or not all(encoded):
-            raise ValueError(f"prompts: expected non-empty strings, got {describe(prompts)}")
-        rows = [encoded[i % len(encoded)] for i in range(batch_size)]
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-    return ids.to(lm.device), mask.to(lm.device)
+def repeat_last(x: Tensor, lengths: Tensor) -> Tensor:
+    """``x`` ``(B, T)`` with every position at or after ``lengths`` ``(B,)`` set to the row's
+    value at ``lengths - 1`` (for end-padded samples: the EOS that ended the row)."""
+    after = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]  # (B T)
+    last = x.gather(1, (lengths - 1).clamp_min(0)[:, None])                      # (B 1)
+    return torch.where(after, last, x)
 
 
-@torch.no_grad()
-def sample(lm: LanguageModel, batch_size: int, length: int, *, prompts: Sequence[str] | None
-           = None, keep_hidden: bool = False, autocast_dtype: str | None = None,
-           random_state: int = 0) -> Samples:
-    """``batch_size`` ancestral samples of ``length`` tokens from ``lm`` (temperature 1), one
-    KV-cached step per token; tokens after a row's first EOS are marked missing (-1).
-    ``autocast_dtype`` (``"bfloat16"``, ``"float16"``): run the LM under ``torch.autocast`` in
-    that dtype (about twice the CPU throughput where the CPU has bf16 instructions)."""
-    if autocast_dtype is None:
-        return _sample(lm, batch_size, length, prompts, keep_hidden, random_state)
-    check_choice(autocast_dtype, "autocast_dtype", ("bfloat16", "float16"))
-    with torch.autocast(lm.device.type, dtype=getattr(torch, autocast_dtype)):
-        return _sample(lm, batch_size, length, prompts, keep_hidden, random_state)
-
-
-def _sample(lm: LanguageModel, batch_size: int, length: int, prompts: Sequence[str] | None,
-            keep_hidden: bool, random_state: int) -> Samples:
-    generator = torch.Generator(device=lm.device).manual_seed(random_state)
-    ids, mask = _prompt_ids(lm, prompts, batch_size)
-    out = lm.run(input_ids=ids, attention_mask=mask)
-    logits, state = out.logits[:, -1], out.state                                 # (B V)
-    tokens, hidden = [], []
-    for _ in range(length):
-        token = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator)
-        out = lm.run(input_ids=token, state=state)                               # (B 1 V)
-        logits, state = out.logits[:, -1], out.state
-        tokens.append(token[:, 0])
-        if keep_hidden:
-            hidden.append(out.hidden[:, -1].float().cpu())
-    tokens = torch.stack(tokens, 1).cpu()                                       # (B T)
-    is_eos = torch.isin(tokens, torch.tensor(lm.eos_token_ids, dtype=torch.long))
-    after = (is_eos.long().cumsum(1) - is_eos.long()) > 0                       # (B T)
-    tokens = tokens.masked_fill(after, -1)
-    lengths = (~after).sum(1)
-    return Samples(tokens, lengths, torch.stack(hidden, 1) if keep_hidden else None)
-
-
-def count_init(labels: Tensor, tokens: Tensor, lengths: Tensor, n_hidden: int,
-               vocab_size: int, *, pseudocount: float) -> tuple[Tensor, Tensor, Tensor]:
+def count_init(labels: Tensor, tokens: Tensor, n_states: int, vocab_size: int, *,
+               pseudocount: float) -> tuple[Tensor, Tensor, Tensor]:
     """Log initial (K,), transition (K, K) and emission (K, V) probabilities counted from the
-    hidden-state ``labels`` (B, T) of ``tokens`` (B, T) with valid prefixes ``lengths`` (B,),
-    each count plus ``pseudocount``."""
-    valid = torch.arange(tokens.shape[1])[None] < lengths[:, None]              # (B T)
-    start = torch.bincount(labels[:, 0], minlength=n_hidden).double()
-    pair = valid[:, 1:] & valid[:, :-1]
-    trans = torch.bincount((labels[:, :-1] * n_hidden + labels[:, 1:])[pair],
-                           minlength=n_hidden * n_hidden).double().reshape(n_hidden, n_hidden)
-    emit = torch.bincount((labels * vocab_size + tokens.clamp_min(0))[valid],
-                          minlength=n_hidden * vocab_size).double().reshape(n_hidden, vocab_size)
+    hidden-state ``labels`` (B, T) of ``tokens`` (B, T), each count plus ``pseudocount``."""
+    k = n_states
+    start = torch.bincount(labels[:, 0], minlength=k).double()
+    trans = torch.bincount((labels[:, :-1] * k + labels[:, 1:]).reshape(-1),
+                           minlength=k * k).double().reshape(k, k)
+    emit = torch.bincount((labels * vocab_size + tokens).reshape(-1),
+                          minlength=k * vocab_size).double().reshape(k, vocab_size)
 
     def normalize(counts: Tensor) -> Tensor:
         counts = counts + pseudocount
@@ -135,27 +98,37 @@ def count_init(labels: Tensor, tokens: Tensor, lengths: Tensor, n_hidden: int,
     return normalize(start), normalize(trans), normalize(emit)
 
 
-def _cluster(hidden: Tensor, valid: Tensor, n_hidden: int, random_state: int) -> Tensor:
-    """k-means labels (B, T) of the hidden states (B, T, H) (invalid positions get the
-    nearest centre too, and are ignored by the counts)."""
+def _cluster(batch: Batch, n_states: int, max_points: int, random_state: int,
+             device: torch.device) -> Tensor:
+    """k-means labels (B, T) of the hidden states, fit (scikit-learn, CPU) on at most
+    ``max_points`` sampled tokens, assigned to all of them on ``device``; positions after a
+    row's end take the label of its EOS."""
     from sklearn.cluster import MiniBatchKMeans
 
-    points = hidden[valid].numpy()
-    if points.shape[0] < n_hidden:
-        raise ValueError(f"n_hidden: expected at most the {points.shape[0]} sampled tokens of "
-                         f"the initialization, got {n_hidden}; sample more")
-    kmeans = MiniBatchKMeans(n_clusters=n_hidden, random_state=random_state % (2 ** 32),
+    hidden, lengths = batch.hidden, batch.lengths.cpu()
+    valid = torch.arange(hidden.shape[1])[None] < lengths[:, None]              # (B T)
+    points = hidden[valid]                                                       # (N H)
+    if points.shape[0] < n_states:
+        raise ValueError(f"n_states: expected at most the {points.shape[0]} sampled tokens of "
+                         f"the initialization, got {n_states}; sample more")
+    generator = torch.Generator().manual_seed(random_state)
+    subset = torch.randperm(points.shape[0], generator=generator)[:max_points]
+    kmeans = MiniBatchKMeans(n_clusters=n_states, random_state=random_state % (2 ** 32),
                              n_init=3, batch_size=4096)
-    kmeans.fit(points)
-    flat = kmeans.predict(hidden.reshape(-1, hidden.shape[-1]).numpy())
-    return torch.from_numpy(flat).long().reshape(hidden.shape[:2])
+    kmeans.fit(points[subset].numpy())
+    centres = torch.from_numpy(kmeans.cluster_centers_).float().to(device)      # (K H)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    labels = torch.cat([torch.cdist(chunk.to(device), centres).argmin(-1)
+                        for chunk in flat.split(65536)])
+    return repeat_last(labels.reshape(hidden.shape[:2]), batch.lengths.to(device))
 
 
 class NgramBaseline:
-    """Unigram and bigram models counted from samples: the unigram with add-``pseudocount``
-    smoothing; the bigram with a Dirichlet prior of strength ``vocab_size * pseudocount``
-    centred on the unigram. Bigram counts are kept sparse (sorted pair codes ``a * V + b``
-    and their counts): a dense (V, V) table would not fit for a real vocabulary."""
+    """Unigram and bigram models counted from token batches ``(B, T)`` (kept on the CPU): the
+    unigram with add-``pseudocount`` smoothing; the bigram with a Dirichlet prior of strength
+    ``vocab_size * pseudocount`` centred on the unigram. Bigram counts are kept sparse (sorted
+    pair codes ``a * V + b`` and their counts): a dense (V, V) table would not fit for a real
+    vocabulary."""
 
     def __init__(self, vocab_size: int, pseudocount: float):
         self.vocab_size, self.pseudocount = vocab_size, pseudocount
@@ -165,13 +138,11 @@ class NgramBaseline:
         self.pair_counts = torch.zeros(0, dtype=torch.float64)       # (P)
 
     def _pairs(self, tokens: Tensor) -> Tensor:
-        valid = tokens >= 0
-        pair = valid[:, 1:] & valid[:, :-1]
-        return (tokens[:, :-1] * self.vocab_size + tokens[:, 1:])[pair]
+        return (tokens[:, :-1] * self.vocab_size + tokens[:, 1:]).reshape(-1)
 
-    def add(self, samples: Samples) -> None:
-        tokens = samples.tokens
-        self.uni += torch.bincount(tokens[tokens >= 0], minlength=self.vocab_size).double()
+    def add(self, tokens: Tensor) -> None:
+        tokens = tokens.cpu()
+        self.uni += torch.bincount(tokens.reshape(-1), minlength=self.vocab_size).double()
         codes = self._pairs(tokens)
         self.row += torch.bincount(codes // self.vocab_size, minlength=self.vocab_size).double()
         merged = torch.cat([self.pairs, codes])
@@ -186,9 +157,9 @@ class NgramBaseline:
         at = torch.searchsorted(self.pairs, codes).clamp(max=self.pairs.shape[0] - 1)
         return torch.where(self.pairs[at] == codes, self.pair_counts[at], 0.0)
 
-    def log_likelihoods(self, samples: Samples) -> tuple[float, float]:
-        """Held-out (unigram, bigram) log-likelihood per token of ``samples``."""
-        tokens, valid = samples.tokens, samples.tokens >= 0
+    def log_likelihoods(self, tokens: Tensor) -> tuple[float, float]:
+        """Held-out (unigram, bigram) log-likelihood per token of ``tokens`` ``(B, T)``."""
+        tokens = tokens.cpu()
         p_uni = (self.uni + self.pseudocount) / (self.uni.sum() + self.pseudocount
                                                  * self.vocab_size)     # (V)
         strength = self.pseudocount * self.vocab_size
@@ -196,18 +167,17 @@ class NgramBaseline:
         first, second = codes // self.vocab_size, codes % self.vocab_size
         p_bi = (self._pair_count(codes) + strength * p_uni[second]) / (self.row[first]
                                                                        + strength)
-        uni = torch.log(p_uni[tokens[valid]]).sum()
-        starts = torch.log(p_uni[tokens[:, 0][valid[:, 0]]]).sum()
-        bi = torch.log(p_bi).sum() + starts
-        n = float(valid.sum())
+        uni = torch.log(p_uni[tokens]).sum()
+        bi = torch.log(p_bi).sum() + torch.log(p_uni[tokens[:, 0]]).sum()
+        n = float(tokens.numel())
         return float(uni) / n, float(bi) / n
 
 
 @torch.no_grad()
-def hmm_log_likelihood(hmm: HMM, samples: Samples) -> float:
-    """Log-likelihood per token of ``samples`` under ``hmm``."""
-    post = hmm.posteriors(samples.tokens, samples.lengths)
-    return float(post.log_likelihood.sum()) / float(samples.lengths.sum())
+def hmm_log_likelihood(hmm: HMM, tokens: Tensor) -> float:
+    """Log-likelihood per token of ``tokens`` ``(B, T)`` under ``hmm``."""
+    post = hmm.posteriors(tokens.to(hmm.log_startprob.device))
+    return float(post.log_likelihood.sum()) / tokens.numel()
 
 
 def _save(path: Path, hmm: HMM, running: Statistics, baseline: NgramBaseline, step: int,
@@ -222,18 +192,18 @@ def _save(path: Path, hmm: HMM, running: Statistics, baseline: NgramBaseline, st
                             "hmm": hmm.get_config()})
 
 
-def _restore(path: Path, settings: dict) -> tuple[HMM, Statistics, NgramBaseline, int,
-                                                   list[float]]:
+def _restore(path: Path, settings: dict, device: torch.device
+             ) -> tuple[HMM, Statistics, NgramBaseline, int, list[float]]:
     tensors, config, _ = load_checkpoint(path, kind=_CHECKPOINT_KIND)
     if config["settings"] != settings:
         raise ValueError(f"checkpoint: {str(path)!r} was written with other settings "
                          f"({config['settings']}); got {settings}")
-    hmm = HMM(**config["hmm"])
+    hmm = HMM(**config["hmm"]).to(device)
     with torch.no_grad():
         hmm.log_startprob.copy_(tensors["log_startprob"])
         hmm.log_transmat.copy_(tensors["log_transmat"])
         hmm.emission.log_emission.copy_(tensors["log_emission"])
-    stats = [tensors[f"stat_{i}"] for i in range(5)]
+    stats = [tensors[f"stat_{i}"].to(device) for i in range(5)]
     running = Statistics(stats[0], stats[1], stats[2], {"obs": stats[3]}, stats[4])
     baseline = NgramBaseline(hmm.emission.n_symbols, settings["pseudocount"])
     baseline.uni, baseline.row = tensors["uni"], tensors["row"]
@@ -241,28 +211,15 @@ def _restore(path: Path, settings: dict) -> tuple[HMM, Statistics, NgramBaseline
     return hmm, running, baseline, int(config["step"]), list(config["history"])
 
 
-def distill(lm: LanguageModel, n_hidden: int, *, seq_len: int = 32, batch_size: int = 64,
-            n_init_batches: int = 4, n_em_steps: int = 20, updates_per_batch: int = 1,
-            n_held_out: int = 64, pseudocount: float = 0.01,
-            prompts: Sequence[str] | None = None, autocast_dtype: str | None = None,
-            checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 5,
-            random_state: int = 0, verbose: bool = True) -> DistillResult:
-    """Distill an ``n_hidden``-state categorical HMM over ``lm``'s vocabulary.
-
-    Samples ``n_init_batches`` batches of ``batch_size`` sequences of ``seq_len`` tokens
-    (from BOS, or from ``prompts`` in turn), clusters their hidden states into ``n_hidden``
-    states and counts the initial HMM (``pseudocount`` added); then draws ``n_em_steps``
-    fresh batches and makes ``updates_per_batch`` stepwise-EM updates on equal slices of each
-    (large batches sample fast; small updates learn fast). ``autocast_dtype``: see
-    :func:`sample`. ``checkpoint``: a file written every
-    ``checkpoint_every`` steps and read back to resume (same settings required); a resumed
-    run equals an uninterrupted one (every batch is drawn from its own seed).
-    """
+def _check(lm, n_states, seq_len, batch_size, n_init_batches, n_em_steps, updates_per_batch,
+           n_held_out, pseudocount, max_kmeans_points, autocast_dtype, checkpoint_every,
+           random_state) -> None:
     if not isinstance(lm, LanguageModel):
         raise TypeError(f"lm: expected a seqprob LanguageModel, got {describe(lm)}")
-    for name, value, low in (("n_hidden", n_hidden, 1), ("seq_len", seq_len, 2),
+    for name, value, low in (("n_states", n_states, 1), ("seq_len", seq_len, 2),
                              ("batch_size", batch_size, 1), ("n_init_batches", n_init_batches, 1),
                              ("n_em_steps", n_em_steps, 0), ("n_held_out", n_held_out, 1),
+                             ("max_kmeans_points", max_kmeans_points, 1),
                              ("checkpoint_every", checkpoint_every, 1),
                              ("random_state", random_state, 0)):
         check_int(value, name, minimum=low)
@@ -270,65 +227,143 @@ def distill(lm: LanguageModel, n_hidden: int, *, seq_len: int = 32, batch_size: 
     check_float(pseudocount, "pseudocount", low=0.0, low_open=True)
     if autocast_dtype is not None:
         check_choice(autocast_dtype, "autocast_dtype", ("bfloat16", "float16"))
-    settings = {"n_hidden": n_hidden, "seq_len": seq_len, "batch_size": batch_size,
+
+
+def _prompt_texts(lm: LanguageModel, prompts: Sequence[str] | None, chat: bool) -> list[str]:
+    texts = list(instructions()) if prompts is None else prompts
+    if isinstance(texts, str) or not texts or not all(isinstance(p, str) and p for p in texts):
+        raise ValueError(f"prompts: expected None or a non-empty list of non-empty strings, got "
+                         f"{describe(prompts)}")
+    return [chat_prompt(lm.tokenizer, p) for p in texts] if chat else list(texts)
+
+
+def distill(lm: LanguageModel, n_states: int, *, seq_len: int = 32, batch_size: int = 64,
+            n_init_batches: int = 4, n_em_steps: int = 20, updates_per_batch: int = 1,
+            n_held_out: int = 64, pseudocount: float = 0.01,
+            prompts: Sequence[str] | None = None, chat: bool = True,
+            max_kmeans_points: int = 100_000, autocast_dtype: str | None = None,
+            checkpoint: str | os.PathLike | None = None, checkpoint_every: int = 5,
+            sample_cache: dict | None = None, random_state: int = 0,
+            verbose: bool = True) -> DistillResult:
+    """Distill an ``n_states``-state categorical HMM over ``lm``'s vocabulary.
+
+    Every batch continues ``batch_size`` prompts drawn (with replacement, from the batch's
+    seed) from ``prompts`` (default: :func:`seqprob.lm.instructions`, the shipped instruction
+    set), each wrapped in the LM's chat template when ``chat`` and the tokenizer has one, by
+    ``seq_len`` sampled tokens, end-padded with EOS (see the module docstring).
+    ``n_init_batches`` batches initialize the HMM: k-means on the hidden states (fit on at most
+    ``max_kmeans_points`` tokens) gives the states, counts (plus ``pseudocount``) the
+    parameters. Then ``n_em_steps`` fresh batches each get ``updates_per_batch`` stepwise-EM
+    updates on equal slices (large batches sample fast; small updates learn fast). Tensors live
+    on ``lm.device`` (EM included); ``autocast_dtype``: see :func:`seqprob.lm.sample`.
+
+    ``checkpoint``: a file written after initialization and every ``checkpoint_every`` EM
+    steps, read back to resume (same settings required); a resumed run equals an
+    uninterrupted one (every batch is drawn from its own seed). ``sample_cache``: a dict shared
+    by calls that differ only in ``n_states`` (or EM settings): each batch is sampled once and
+    reused, so several K are compared on one sample set.
+    """
+    _check(lm, n_states, seq_len, batch_size, n_init_batches, n_em_steps, updates_per_batch,
+           n_held_out, pseudocount, max_kmeans_points, autocast_dtype, checkpoint_every,
+           random_state)
+    texts = _prompt_texts(lm, prompts, chat)
+    sampling = {"seq_len": seq_len, "autocast_dtype": autocast_dtype,
+                "random_state": random_state, "vocab_size": lm.vocab_size,
+                "prompts_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest()}
+    settings = {**sampling, "n_states": n_states, "batch_size": batch_size,
                 "n_init_batches": n_init_batches, "pseudocount": pseudocount,
-                "updates_per_batch": updates_per_batch, "autocast_dtype": autocast_dtype,
-                "prompts": None if prompts is None else list(prompts),
-                "random_state": random_state, "vocab_size": lm.vocab_size}
+                "updates_per_batch": updates_per_batch, "max_kmeans_points": max_kmeans_points,
+                "end": "eos-padded"}
+    total = (n_held_out + (n_init_batches + n_em_steps) * batch_size) * seq_len
+    progress = tqdm(total=total, desc="distill", unit="tok", unit_scale=True, smoothing=0.05,
+                    disable=not verbose)
+    draw = _drawer(lm, texts, sampling, sample_cache, progress)
     path = None if checkpoint is None else Path(checkpoint)
-
-    def draw(purpose: str, index: int, n: int, hidden: bool = False) -> Samples:
-        return sample(lm, n, seq_len, prompts=prompts, keep_hidden=hidden,
-                      autocast_dtype=autocast_dtype,
-                      random_state=_seed(random_state, purpose, index))
-
-    held_out = draw("held_out", 0, n_held_out)
-    if path is not None and path.is_file():
-        hmm, running, baseline, done, history = _restore(path, settings)
-        init_ll = history[0]
-    else:
-        hmm, running, baseline = _initialize(lm, n_hidden, settings, draw, verbose)
-        init_ll = hmm_log_likelihood(hmm, held_out)
-        done, history = 0, [init_ll]
-    for step in tqdm(range(done, n_em_steps), desc="distill EM", disable=not verbose,
-                     initial=done, total=n_em_steps):
-        batch = draw("em", step, batch_size)
-        baseline.add(batch)
-        for update, rows in enumerate(torch.arange(batch_size).tensor_split(updates_per_batch)):
-            stats = expected_statistics(hmm, batch.tokens[rows], batch.lengths[rows])
-            running = stepwise_update(running, stats,
-                                      step_size(step * updates_per_batch + update))
-            maximize(hmm, running)
-        history.append(hmm_log_likelihood(hmm, held_out))
-        if path is not None and ((step + 1) % checkpoint_every == 0 or step + 1 == n_em_steps):
-            _save(path, hmm, running, baseline, step + 1, history, settings)
-    uni, bi = baseline.log_likelihoods(held_out)
-    scores = {"hmm": history[-1], "initial_hmm": init_ll, "unigram": uni, "bigram": bi}
-    return DistillResult(hmm, scores, history)
+    with progress:
+        held_out = draw("held_out", 0, n_held_out)
+        if path is not None and path.is_file():
+            hmm, running, baseline, done, history = _restore(path, settings, lm.device)
+            progress.update((n_init_batches + done) * batch_size * seq_len)
+        else:
+            hmm, running, baseline = _initialize(lm, settings, draw, progress)
+            done, history = 0, [hmm_log_likelihood(hmm, held_out.tokens)]
+            if path is not None:
+                _save(path, hmm, running, baseline, 0, history, settings)
+        for step in range(done, n_em_steps):
+            batch = draw("em", step, batch_size)
+            baseline.add(batch.tokens)
+            running = _em_step(hmm, running, batch.tokens, step, updates_per_batch)
+            history.append(hmm_log_likelihood(hmm, held_out.tokens))
+            progress.set_postfix(held_out=f"{history[-1]:.3f}")
+            if path is not None and ((step + 1) % checkpoint_every == 0
+                                     or step + 1 == n_em_steps):
+                _save(path, hmm, running, baseline, step + 1, history, settings)
+    uni, bi = baseline.log_likelihoods(held_out.tokens)
+    scores = {"hmm": history[-1], "initial_hmm": history[0], "unigram": uni, "bigram": bi}
+    eos = torch.tensor(lm.eos_token_ids, dtype=torch.long, device=held_out.tokens.device)
+    ended = float(torch.isin(held_out.tokens[:, -1], eos).float().mean())   # end-padded rows
+    return DistillResult(hmm, scores, history, baseline.uni.clone(), held_out.tokens,
+                         ended)
 
 
-def _initialize(lm: LanguageModel, n_hidden: int, settings: dict, draw, verbose: bool
+def _em_step(hmm: HMM, running: Statistics, tokens: Tensor, step: int, updates: int
+             ) -> Statistics:
+    rows = torch.arange(tokens.shape[0], device=tokens.device)
+    for update, part in enumerate(rows.tensor_split(updates)):
+        stats = expected_statistics(hmm, tokens[part])
+        running = stepwise_update(running, stats, step_size(step * updates + update))
+        maximize(hmm, running)
+    return running
+
+
+def _drawer(lm: LanguageModel, texts: list[str], sampling: dict, cache: dict | None,
+            progress) -> Callable[..., Batch]:
+    """``draw(purpose, index, n, hidden=False)``: batch ``index`` of ``purpose``, sampled from
+    its own seed (prompts and tokens), taken from ``cache`` when it is there."""
+    key_prefix = json.dumps(sampling, sort_keys=True)
+
+    def draw(purpose: str, index: int, n: int, hidden: bool = False) -> Batch:
+        key = (key_prefix, purpose, index, n, hidden)
+        if cache is not None and key in cache:
+            progress.update(n * sampling["seq_len"])
+            return cache[key]
+        seed = _seed(sampling["random_state"], purpose, index)
+        picks = torch.randint(len(texts), (n,), generator=torch.Generator().manual_seed(seed))
+        out: Samples = sample(lm, [texts[i] for i in picks.tolist()], n, sampling["seq_len"],
+                              keep_hidden=hidden, autocast_dtype=sampling["autocast_dtype"],
+                              random_state=seed)
+        batch = Batch(repeat_last(out.token_ids, out.lengths), out.lengths,
+                      None if out.hidden is None else out.hidden.cpu())
+        progress.update(n * sampling["seq_len"])
+        if cache is not None:
+            cache[key] = batch
+        return batch
+
+    return draw
+
+
+def _initialize(lm: LanguageModel, settings: dict, draw, progress
                 ) -> tuple[HMM, Statistics, NgramBaseline]:
-    """The counted HMM, its E-step statistics on the initialization samples (the start of
-    stepwise EM) and the n-gram baselines fed with the same samples."""
-    vocab, pseudocount = lm.vocab_size, settings["pseudocount"]
+    """The counted HMM (on ``lm.device``), its E-step statistics on the initialization samples
+    (the start of stepwise EM) and the n-gram baselines fed with the same samples."""
+    vocab, pseudocount, k = lm.vocab_size, settings["pseudocount"], settings["n_states"]
     batches = [draw("init", i, settings["batch_size"], hidden=True)
-               for i in tqdm(range(settings["n_init_batches"]), desc="distill sampling",
-                             disable=not verbose)]
-    tokens = torch.cat([b.tokens for b in batches])                             # (N T)
-    lengths = torch.cat([b.lengths for b in batches])                           # (N)
-    hidden = torch.cat([b.hidden for b in batches])                             # (N T H)
-    valid = torch.arange(tokens.shape[1])[None] < lengths[:, None]
-    labels = _cluster(hidden, valid, n_hidden, settings["random_state"])
-    log_start, log_trans, log_emit = count_init(labels, tokens, lengths, n_hidden, vocab,
+               for i in range(settings["n_init_batches"])]
+    init = Batch(torch.cat([b.tokens for b in batches]), torch.cat([b.lengths for b in batches]),
+                 torch.cat([b.hidden for b in batches]))
+    progress.set_postfix_str("k-means")
+    labels = _cluster(init, k, settings["max_kmeans_points"], settings["random_state"],
+                      lm.device)
+    log_start, log_trans, log_emit = count_init(labels, init.tokens, k, vocab,
                                                 pseudocount=pseudocount)
-    hmm = HMM(n_hidden, "categorical", n_symbols=vocab, start_pseudocount=pseudocount,
-              trans_pseudocount=pseudocount, emission_options={"pseudocount": pseudocount})
+    hmm = HMM(k, "categorical", n_symbols=vocab, start_pseudocount=pseudocount,
+              trans_pseudocount=pseudocount,
+              emission_options={"pseudocount": pseudocount}).to(lm.device)
     with torch.no_grad():
         hmm.log_startprob.copy_(log_start)
         hmm.log_transmat.copy_(log_trans)
         hmm.emission.log_emission.copy_(log_emit)
     baseline = NgramBaseline(vocab, pseudocount)
-    baseline.add(Samples(tokens, lengths, None))
-    running = expected_statistics(hmm, tokens, lengths)
+    baseline.add(init.tokens)
+    running = expected_statistics(hmm, init.tokens)
     return hmm, running, baseline

@@ -33,6 +33,7 @@ from torch import Tensor
 from seqprob.kernels.threads import launch_threads, parallel_launch
 
 CHUNK = 64  # steps between stored states in the forward; the backward's buffer holds one chunk
+WIDTH = 64  # channels per task of the channel kernels (the state tile is (N, WIDTH))
 _NMAX = 256  # the largest N the kernels take (``seqprob.core.scan.MAX_STATE`` checks it)
 _LAMT, _DA = _NMAX, 2 * _NMAX  # offsets in the backward's per-task buffer
 _JIT = {"fastmath": True, "cache": True}
@@ -195,15 +196,160 @@ def _selective_bwd(u, dt, A, Bm, Cm, Dv, gate, has_gate, b_var, c_var, ckpt, dou
             dD_p[g, d] += dD_acc
 
 
+@njit(parallel=True, **_JIT)
+def _channels_fwd(u, dt, At, Bm, Cm, Dv, gate, h0, has_gate, width, out, last, ckpt, save):
+    """The forward over ``(batch, L, dim)`` data, ``width`` channels per task, the state tile
+    ``(N, width)`` in cache: every loop over channels is a unit-stride vector loop. ``At``
+    (N, dim); ``Bm, Cm`` (batch, L, N); ``h0, last`` (batch, dim, N); ``ckpt``
+    (batch, ceil(L/CHUNK), N, dim), the state before each chunk."""
+    nbatch, length, dim = u.shape
+    nstate = At.shape[0]
+    nblock = (dim + width - 1) // width
+    for p in prange(nbatch * nblock):
+        b, c0 = p // nblock, (p % nblock) * width
+        c1 = min(dim, c0 + width)
+        wn = c1 - c0
+        x = np.empty((nstate, wn), dtype=u.dtype)
+        for n in range(nstate):
+            for w in range(wn):
+                x[n, w] = h0[b, c0 + w, n]
+        a = At[:, c0:c1].copy()
+        dv = Dv[c0:c1].copy()
+        vec = np.empty((2, wn), dtype=u.dtype)                # dt * u | y
+        dul, yl = vec[0], vec[1]
+        for t in range(length):
+            if save and t % CHUNK == 0:
+                ckpt[b, t // CHUNK, :, c0:c1] = x
+            dtl, ul = dt[b, t, c0:c1], u[b, t, c0:c1]
+            for w in range(wn):
+                dul[w] = dtl[w] * ul[w]
+                yl[w] = dv[w] * ul[w]
+            for n in range(nstate):
+                bn, cn = Bm[b, t, n], Cm[b, t, n]
+                xn, an = x[n], a[n]
+                for w in range(wn):
+                    v = _exp(dtl[w] * an[w]) * xn[w] + dul[w] * bn
+                    xn[w] = v
+                    yl[w] += v * cn
+            o = out[b, t, c0:c1]
+            if has_gate:
+                g = gate[b, t, c0:c1]
+                for w in range(wn):
+                    o[w] = yl[w] * g[w]
+            else:
+                o[:] = yl
+        for n in range(nstate):
+            for w in range(wn):
+                last[b, c0 + w, n] = x[n, w]
+
+
+@njit(parallel=True, **_JIT)
+def _channels_bwd(u, dt, At, Bm, Cm, Dv, gate, has_gate, width, ckpt, dout, dlast,
+           du, ddt, dgate, dh0, dA_p, dB_p, dC_p, dD_p):
+    """Adjoint of ``_channels_fwd`` (same layouts). Per-task outputs: dh0 (batch, dim, N),
+    dA_p (batch, N, dim), dD_p (batch, dim), dB_p/dC_p (blocks, batch, L, N): each task writes
+    its own slices, summed afterwards. Each chunk's states and ``exp(dt A)`` are recomputed
+    into per-task buffers, then the adjoint runs backwards over the chunk."""
+    nbatch, length, dim = u.shape
+    nstate = At.shape[0]
+    nblock = (dim + width - 1) // width
+    for p in prange(nbatch * nblock):
+        b, blk = p // nblock, p % nblock
+        c0 = blk * width
+        c1 = min(dim, c0 + width)
+        wn = c1 - c0
+        a = At[:, c0:c1].copy()
+        dv = Dv[c0:c1].copy()
+        st = np.empty((2 * nstate + 4, wn), dtype=u.dtype)   # lam | dA | s_ga | s_lb | dtu | gy
+        for n in range(nstate):
+            for w in range(wn):
+                st[n, w] = dlast[b, c0 + w, n]
+                st[nstate + n, w] = 0.0
+        sga, slb, dtu, gy = (st[2 * nstate], st[2 * nstate + 1], st[2 * nstate + 2],
+                             st[2 * nstate + 3])
+        dd = np.zeros(wn, dtype=u.dtype)
+        xs = np.empty((CHUNK + 1, nstate, wn), dtype=u.dtype)
+        das = np.empty((CHUNK, nstate, wn), dtype=u.dtype)
+        for c in range((length + CHUNK - 1) // CHUNK - 1, -1, -1):
+            t0 = c * CHUNK
+            t1 = min(length, t0 + CHUNK)
+            xs[0] = ckpt[b, c, :, c0:c1]
+            for t in range(t0, t1):
+                j = t - t0
+                dtl, ul = dt[b, t, c0:c1], u[b, t, c0:c1]
+                for w in range(wn):
+                    dtu[w] = dtl[w] * ul[w]
+                for n in range(nstate):
+                    bn = Bm[b, t, n]
+                    an, e_, xp, xq = a[n], das[j, n], xs[j, n], xs[j + 1, n]
+                    for w in range(wn):
+                        e = _exp(dtl[w] * an[w])
+                        e_[w] = e
+                        xq[w] = e * xp[w] + dtu[w] * bn
+            for t in range(t1 - 1, t0 - 1, -1):
+                j = t - t0
+                dtl, ul, go = dt[b, t, c0:c1], u[b, t, c0:c1], dout[b, t, c0:c1]
+                if has_gate:
+                    g, dg = gate[b, t, c0:c1], dgate[b, t, c0:c1]
+                    for w in range(wn):
+                        dg[w] = dv[w] * ul[w]
+                    for n in range(nstate):
+                        cn, xq = Cm[b, t, n], xs[j + 1, n]
+                        for w in range(wn):
+                            dg[w] += cn * xq[w]
+                    for w in range(wn):
+                        dg[w] *= go[w]
+                        gy[w] = go[w] * g[w]
+                else:
+                    gy[:] = go
+                for w in range(wn):
+                    dd[w] += gy[w] * ul[w]
+                    dtu[w] = dtl[w] * ul[w]
+                    sga[w] = 0.0
+                    slb[w] = 0.0
+                for n in range(nstate):
+                    bn, cn = Bm[b, t, n], Cm[b, t, n]
+                    an, e_, xp, xq = a[n], das[j, n], xs[j, n], xs[j + 1, n]
+                    lam, dan = st[n], st[nstate + n]
+                    accb = _like(0.0, bn)
+                    accc = _like(0.0, bn)
+                    for w in range(wn):
+                        lam_n = lam[w] + gy[w] * cn
+                        gexp = lam_n * xp[w] * e_[w]
+                        sga[w] += gexp * an[w]
+                        slb[w] += lam_n * bn
+                        dan[w] += gexp * dtl[w]
+                        lam[w] = lam_n * e_[w]
+                        accb += lam_n * dtu[w]
+                        accc += gy[w] * xq[w]
+                    dB_p[blk, b, t, n] = accb
+                    dC_p[blk, b, t, n] = accc
+                dui, ddti = du[b, t, c0:c1], ddt[b, t, c0:c1]
+                for w in range(wn):
+                    dui[w] = gy[w] * dv[w] + dtl[w] * slb[w]
+                    ddti[w] = sga[w] + ul[w] * slb[w]
+        for n in range(nstate):
+            for w in range(wn):
+                dh0[b, c0 + w, n] = st[n, w]
+                dA_p[b, n, c0 + w] = st[nstate + n, w]
+        for w in range(wn):
+            dD_p[b, c0 + w] = dd[w]
+
+
 def _np(x: Tensor) -> np.ndarray:
     return x.detach().contiguous().numpy()
 
 
 def _rows(x: Tensor) -> Tensor:
-    """A ``(batch, dim, L)`` tensor as the kernels take it: as it is when ``L`` or ``dim`` is
-    innermost in memory (a ``.mT`` view of ``(batch, L, dim)`` data, as the Mamba block
-    passes; the kernels read through strides), else a contiguous copy."""
+    """A ``(batch, dim, L)`` tensor as the row kernels take it: as it is when ``L`` or ``dim``
+    is innermost in memory (the kernels read through strides), else a contiguous copy."""
     return x if 1 in (x.stride(1), x.stride(2)) else x.contiguous()
+
+
+def _cols(x: Tensor) -> Tensor:
+    """A ``(batch, dim, L)`` tensor as the channel kernels take it: ``(batch, L, dim)``
+    contiguous (no copy for a ``.mT`` view of such data)."""
+    return x.mT.contiguous()
 
 
 def _empty_rows(like: Tensor) -> Tensor:
@@ -220,67 +366,117 @@ def _bc_layout(x: Tensor, wide: torch.dtype) -> Tensor:
     return (x.to(wide).transpose(1, 2) if x.dim() == 3 else x.to(wide)[:, None, :]).contiguous()
 
 
+def _use_channels(u: Tensor, B: Tensor, C: Tensor) -> bool:
+    """The channel kernels run when B and C vary in time and ``u`` has ``dim`` innermost in
+    memory (the Mamba block's ``.mT`` views); the row kernels run otherwise: transposing
+    ``(batch, dim, L)`` data would cost more than the channel kernels save."""
+    return B.dim() == 3 and C.dim() == 3 and u.stride(1) == 1 and u.stride(2) != 1
+
+
+def _forward(ins: list[Tensor], h0: Tensor, has_gate: bool, b_var: bool, c_var: bool,
+             channels: bool, save: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Run the forward kernel: ``y`` (batch, dim, L) (a ``.mT`` view for the channel kernel),
+    the last state (batch, dim, N) and the checkpoints (empty unless ``save``)."""
+    u = ins[0]
+    nstate = h0.shape[2]
+    arrays = [x.detach().numpy() for x in ins]
+    if channels:
+        batch, length, dim = u.shape
+        out = u.new_empty(batch, length, dim)                                     # (B L D)
+        ckpt = u.new_empty(batch, -(-length // CHUNK) if save else 0, nstate, dim)
+        last = u.new_empty(batch, dim, nstate)
+        with parallel_launch(batch * -(-dim // WIDTH)):
+            _channels_fwd(*arrays, _np(h0), has_gate, WIDTH, out.numpy(), last.numpy(),
+                          ckpt.numpy(), save)
+        return out.mT, last, ckpt
+    batch, dim, length = u.shape
+    out = _empty_rows(u)                                                          # (B D L)
+    ckpt = u.new_empty(batch, dim, -(-length // CHUNK) if save else 0, nstate)
+    last = u.new_empty(batch, dim, nstate)
+    with parallel_launch(batch * dim):
+        _selective_fwd(*arrays, _np(h0), has_gate, b_var, c_var, out.numpy(), last.numpy(),
+                       ckpt.numpy(), save)
+    return out, last, ckpt
+
+
+def _backward(ctx, dout: Tensor | None, dlast: Tensor | None) -> list[Tensor]:
+    """Run the backward kernel: du, ddt, dgate in the layout of ``u`` as the kernel got it,
+    dh0 (batch, dim, N), dA (dim, N), dB and dC in ``_bc_layout``'s shapes, dD (dim)."""
+    u, at = ctx.ins[0], ctx.ins[2]
+    nstate = ctx.h0_shape[2]
+    batch, dim = ctx.h0_shape[:2]
+    lay = _cols if ctx.channels else _rows
+    dout = lay(dout.to(u.dtype)) if dout is not None else torch.zeros_like(u)
+    dlast = (dlast.to(u.dtype).contiguous() if dlast is not None
+             else u.new_zeros(batch, dim, nstate))
+    arrays = [x.detach().numpy() for x in ctx.ins]
+    du, ddt = torch.empty_like(u), torch.empty_like(u)
+    dgate = torch.empty_like(u) if ctx.z is not None else u.new_empty(0, 0, 0)
+    dh0 = torch.empty_like(dlast)                              # the kernel writes every entry
+    if ctx.channels:
+        blocks = -(-dim // WIDTH)
+        dA, dD = u.new_empty(batch, *at.shape), u.new_empty(batch, dim)
+        dB, dC = (u.new_empty(blocks, *x.shape) for x in ctx.ins[3:5])
+        with parallel_launch(batch * blocks):
+            _channels_bwd(*arrays, ctx.z is not None, WIDTH, ctx.ckpt.numpy(),
+                          dout.detach().numpy(), _np(dlast),
+                          *(x.numpy() for x in (du, ddt, dgate, dh0, dA, dB, dC, dD)))
+        return [du.mT, ddt.mT, dgate.mT, dh0, dA.sum(0).T, dB.sum(0), dC.sum(0), dD.sum(0)]
+    groups = min(batch * dim, 4 * launch_threads())
+    dA, dB, dC = (u.new_zeros(groups, *x.shape) for x in (at, *ctx.ins[3:5]))
+    dD = u.new_zeros(groups, dim)
+    with parallel_launch(groups):
+        _selective_bwd(*arrays, ctx.z is not None, ctx.b_var, ctx.c_var, ctx.ckpt.numpy(),
+                       dout.detach().numpy(), _np(dlast),
+                       *(x.numpy() for x in (du, ddt, dgate, dh0, dA, dB, dC, dD)))
+    return [du, ddt, dgate, dh0, dA.sum(0), dB.sum(0), dC.sum(0), dD.sum(0)]
+
+
 class SelectiveScanCPU(torch.autograd.Function):
     """Autograd wrapper: the elementwise parts (softplus, silu gate) run vectorized in torch,
-    the recurrence and its adjoint in the fused kernels."""
+    the recurrence and its adjoint in the fused kernels (channel or row kernels, see
+    ``_use_channels``)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
         wide = torch.float64 if torch.float64 in (u.dtype, A.dtype) else torch.float32
-        batch, dim, length = u.shape
+        batch, dim, _ = u.shape
         nstate = A.shape[1]
+        channels = _use_channels(u, B, C)
+        lay = _cols if channels else _rows
         raw = delta.to(wide)
         if delta_bias is not None:
             raw = raw + delta_bias.to(wide)[:, None]                             # (B D L)
-        dt = _rows(F.softplus(raw) if delta_softplus else raw)
-        gate = _rows(F.silu(z.to(wide))) if z is not None else raw.new_empty(0, 0, 0)
+        dt = F.softplus(raw) if delta_softplus else raw
         h0 = (initial_state.to(wide).contiguous() if initial_state is not None
               else raw.new_zeros(batch, dim, nstate))
-        ins = [_rows(u.to(wide)), dt, A.to(wide).contiguous(), _bc_layout(B, wide),
-               _bc_layout(C, wide), D.to(wide).contiguous() if D is not None
-               else raw.new_zeros(dim), gate]
+        ins = [lay(u.to(wide)), lay(dt),
+               A.to(wide).T.contiguous() if channels else A.to(wide).contiguous(),
+               _bc_layout(B, wide), _bc_layout(C, wide),
+               D.to(wide).contiguous() if D is not None else raw.new_zeros(dim),
+               lay(F.silu(z.to(wide))) if z is not None else raw.new_empty(0, 0, 0)]
         save = any(ctx.needs_input_grad)
-        out = _empty_rows(ins[0])                                                 # (B D L)
-        last = raw.new_empty(batch, dim, nstate)                                  # (B D N)
-        ckpt = raw.new_empty(batch, dim, -(-length // CHUNK) if save else 0, nstate)
-        with parallel_launch(batch * dim):
-            _selective_fwd(*(x.detach().numpy() for x in ins), _np(h0), z is not None,
-                           B.dim() == 3,
-                           C.dim() == 3, out.numpy(), last.numpy(), ckpt.numpy(), save)
+        out, last, ckpt = _forward(ins, h0, z is not None, B.dim() == 3, C.dim() == 3,
+                                   channels, save)
         if save:
             ctx.ins, ctx.ckpt, ctx.raw, ctx.softplus = ins, ckpt, raw, delta_softplus
             ctx.z = z.to(wide) if z is not None else None
-            ctx.b_var, ctx.c_var = B.dim() == 3, C.dim() == 3
+            ctx.b_var, ctx.c_var, ctx.channels = B.dim() == 3, C.dim() == 3, channels
+            ctx.h0_shape = h0.shape
             ctx.specs = [None if x is None else (x.shape, x.dtype)
                          for x in (u, delta, A, B, C, D, z, delta_bias, initial_state)]
         return out.to(u.dtype), last
 
     @staticmethod
     def backward(ctx, dout, dlast):
-        u, _, A, Bm, Cm, _, _ = ctx.ins
-        batch, dim = u.shape[:2]
-        groups = min(batch * dim, 4 * launch_threads())
-        dout = _rows(dout.to(u.dtype)) if dout is not None else torch.zeros_like(u)
-        dlast = (dlast.to(u.dtype).contiguous() if dlast is not None
-                 else u.new_zeros(batch, dim, A.shape[1]))
-        du, ddt = _empty_rows(u), _empty_rows(u)                                  # (B D L)
-        dgate = _empty_rows(ctx.ins[6]) if ctx.z is not None else u.new_empty(0, 0, 0)
-        dh0 = torch.empty_like(dlast)                          # the kernel writes every entry
-        dA, dB, dC = (u.new_zeros(groups, *x.shape) for x in (A, Bm, Cm))
-        dD = u.new_zeros(groups, dim)
-        with parallel_launch(groups):
-            _selective_bwd(*(x.detach().numpy() for x in ctx.ins), ctx.z is not None,
-                           ctx.b_var, ctx.c_var, ctx.ckpt.numpy(), dout.detach().numpy(),
-                           _np(dlast),
-                           *(x.numpy() for x in (du, ddt, dgate, dh0, dA, dB, dC, dD)))
+        du, ddt, dgate, dh0, dA, dB, dC, dD = _backward(ctx, dout, dlast)
         # one fused pass each: ddt * sigmoid(raw) (F.softplus's threshold 20 included) and
         # dgate * silu'(z)
         ddelta = (torch.ops.aten.softplus_backward(ddt, ctx.raw, 1, 20) if ctx.softplus
                   else ddt)                                                           # (B D L)
         dz = torch.ops.aten.silu_backward(dgate, ctx.z) if ctx.z is not None else None
-        dB, dC = dB.sum(0), dC.sum(0)
-        grads = (du, ddelta, dA.sum(0), dB.transpose(1, 2) if ctx.b_var else dB[:, 0],
-                 dC.transpose(1, 2) if ctx.c_var else dC[:, 0], dD.sum(0), dz,
+        grads = (du, ddelta, dA, dB.transpose(1, 2) if ctx.b_var else dB[:, 0],
+                 dC.transpose(1, 2) if ctx.c_var else dC[:, 0], dD, dz,
                  ddelta.sum((0, 2)), dh0)
         out = tuple(None if spec is None or not need else grad.to(spec[1]).reshape(spec[0])
                     for grad, spec, need in zip(grads, ctx.specs, ctx.needs_input_grad,

@@ -1,8 +1,9 @@
 """Triton kernels for the scans in ``seqprob.kernels.triton_scan`` (see there for the scheme).
 
-Importing this module imports Triton and defines the kernels; only ``triton_scan`` imports it,
-inside its functions, so Triton stays optional (``seqprob[gpu]``). Under ``TRITON_INTERPRET=1``
-(set before this import) the kernels run in Triton's CPU interpreter.
+Importing this module imports Triton and defines the kernels; only ``triton_scan`` and
+``triton_step`` (the single-token step, see there) import it, inside their functions, so Triton
+stays optional (``seqprob[gpu]``). Under ``TRITON_INTERPRET=1`` (set before this import) the
+kernels run in Triton's CPU interpreter.
 """
 
 import triton
@@ -186,3 +187,41 @@ def linear_bwd(a_ptr, h0_ptr, out_ptr, gout_ptr, da_ptr, db_ptr, dh0_ptr, length
         tl.store(da_ptr + base + t * nfeat, lam * prev, mask=mask)
         lam = lam * tl.load(a_ptr + base + t * nfeat, mask=mask, other=0.0)
     tl.store(dh0_ptr + i * nfeat + offs, lam, mask=mask)
+
+@triton.jit
+def selective_step(state_ptr, x_ptr, dt_ptr, a_ptr, b_ptr, c_ptr, d_ptr, z_ptr, bias_ptr,
+                   out_ptr, dim, nstate, s_b, s_d, s_n,
+                   HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                   SOFTPLUS: tl.constexpr, FP64: tl.constexpr, BLOCK_D: tl.constexpr,
+                   BLOCK_N: tl.constexpr):
+    b = tl.program_id(0)
+    offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d, mask_n = offs_d < dim, offs_n < nstate
+    mask = mask_d[:, None] & mask_n[None, :]
+    row = b * dim + offs_d                                              # (BD) in (batch, dim)
+    tile = state_ptr + b * s_b + offs_d[:, None] * s_d + offs_n[None, :] * s_n
+    if FP64:
+        h = tl.load(tile, mask=mask, other=0.0).to(tl.float64)          # (BD BN)
+    else:
+        h = tl.load(tile, mask=mask, other=0.0).to(tl.float32)
+    wide = h.dtype
+    x = tl.load(x_ptr + row, mask=mask_d, other=0.0).to(wide)           # (BD)
+    dt = tl.load(dt_ptr + row, mask=mask_d, other=0.0).to(wide)
+    if HAS_BIAS:
+        dt += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(wide)
+    if SOFTPLUS:
+        dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+    a = tl.load(a_ptr + offs_d[:, None] * nstate + offs_n[None, :], mask=mask,
+                other=0.0).to(wide)
+    bt = tl.load(b_ptr + b * nstate + offs_n, mask=mask_n, other=0.0).to(wide)  # (BN)
+    ct = tl.load(c_ptr + b * nstate + offs_n, mask=mask_n, other=0.0).to(wide)
+    h = tl.exp(dt[:, None] * a) * h + (dt * x)[:, None] * bt[None, :]
+    tl.store(tile, h, mask=mask)
+    y = tl.sum(h * ct[None, :], axis=1)                                 # (BD)
+    if HAS_D:
+        y += tl.load(d_ptr + offs_d, mask=mask_d, other=0.0).to(wide) * x
+    if HAS_Z:
+        z = tl.load(z_ptr + row, mask=mask_d, other=0.0).to(wide)
+        y *= z * tl.sigmoid(z)
+    tl.store(out_ptr + row, y, mask=mask_d)

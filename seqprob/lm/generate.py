@@ -4,6 +4,7 @@ sampling and beam search, with logits processors that keep per-row state."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -49,13 +50,25 @@ def generate(lm: LanguageModel, prompts: Sequence[str] | Sequence[Sequence[int]]
             tokens, lp, model_lp, lengths, scores = beam_search(
                 lm, ids, mask, options, logits_processors, progress)
         else:
-            tokens, lp, model_lp, lengths = _decode(lm, ids, mask, options, logits_processors,
-                                                    generator, progress)
+            tokens, lp, model_lp, lengths, _ = _decode(lm, ids, mask, options,
+                                                       logits_processors, generator, progress)
             scores = lp.sum(1)
     texts = [lm.tokenizer.decode(row[:n].tolist(), skip_special_tokens=True)
              for row, n in zip(tokens, lengths.tolist(), strict=True)]
     return GenerationResult(texts=texts, token_ids=tokens, logprobs=lp,
                             model_logprobs=model_lp, lengths=lengths, scores=scores)
+
+
+class Decoded(NamedTuple):
+    """What :func:`_decode` returns: tokens, decoding and model log-probs ``(batch, new)``,
+    lengths ``(batch,)`` (EOS included) and, when kept, the LM's last hidden state after each
+    new token ``(batch, new, hidden)`` fp32."""
+
+    tokens: Tensor
+    logprobs: Tensor
+    model_logprobs: Tensor
+    lengths: Tensor
+    hidden: Tensor | None
 
 
 def _generator(random_state: int | torch.Generator | None, device: torch.device):
@@ -69,15 +82,17 @@ def _generator(random_state: int | torch.Generator | None, device: torch.device)
 
 def _decode(lm: LanguageModel, ids: Tensor, mask: Tensor, options: DecodingOptions,
             processors: Sequence[LogitsProcessor], generator: torch.Generator | None,
-            progress) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Greedy or sampled decoding of ``ids`` ``(batch, prompt)``: tokens, decoding and model
-    log-probs ``(batch, new)``, lengths ``(batch,)``."""
+            progress, keep_hidden: bool = False) -> Decoded:
+    """Greedy or sampled decoding of ``ids`` ``(batch, prompt)`` with the KV cache; stops
+    early once every row has ended."""
     batch, steps = ids.shape[0], options.max_new_tokens
     scorer = Scorer(processors, options, ids)
     eos = torch.tensor(options.eos, dtype=torch.long, device=ids.device)
     tokens = ids.new_full((batch, steps), options.pad)                            # (B T)
     lps = torch.zeros(batch, steps, device=ids.device)                            # (B T)
     model_lps = torch.zeros(batch, steps, device=ids.device)                      # (B T)
+    hidden = (torch.zeros(batch, steps, lm.hidden_size, device=ids.device)
+              if keep_hidden else None)                                           # (B T H)
     done = torch.zeros(batch, dtype=torch.bool, device=ids.device)                # (B)
     lengths = torch.zeros(batch, dtype=torch.long, device=ids.device)             # (B)
     logits, state = lm.prefill(ids, attention_mask=mask)                          # (B V)
@@ -96,8 +111,15 @@ def _decode(lm: LanguageModel, ids: Tensor, mask: Tensor, options: DecodingOptio
         done |= torch.isin(token, eos)
         scorer.advance(token)
         progress.update()
-        if t + 1 == steps or bool(done.all()):
+        last = t + 1 == steps or bool(done.all())
+        if keep_hidden:
+            out = lm.run(input_ids=token[:, None], state=state)      # the sampled token's state
+            logits, state = out.logits[:, -1], out.state
+            hidden[:, t] = out.hidden[:, -1].float()
+        elif not last:
+            logits, state = lm.step(token, state)
+        if last:
             break
-        logits, state = lm.step(token, state)
     n = t + 1
-    return tokens[:, :n], lps[:, :n], model_lps[:, :n], lengths
+    return Decoded(tokens[:, :n], lps[:, :n], model_lps[:, :n], lengths,
+                   None if hidden is None else hidden[:, :n])
