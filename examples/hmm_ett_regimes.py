@@ -1,8 +1,10 @@
 """Regimes of the ETTh1 transformer: fit a Gaussian HMM to daily load and oil-temperature
 features and plot the decoded regimes.
 
-    python examples/hmm_ett_regimes.py [--data ../shared/data/ett/ETTh1.csv]
-                                       [--states 4] [--output hmm_ett_regimes.png]
+    python examples/hmm_ett_regimes.py [--data ETTh1.csv] [--states 4]
+                                       [--output hmm_ett_regimes.png]
+
+Without ``--data`` it reads the ETTh1 copy shipped with seqprob (``ett_frame``).
 """
 
 from __future__ import annotations
@@ -15,22 +17,22 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
+from seqprob.forecasting import ett_frame
 from seqprob.hmm.estimators import GaussianHMM
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ett" / "ETTh1.csv"
 
-
-def daily_features(path: Path) -> pd.DataFrame:
-    """Daily means of the high/middle/low useful loads and the oil temperature, z-scored."""
-    frame = pd.read_csv(path, parse_dates=["date"]).set_index("date")
+def daily_features(path: Path | None) -> pd.DataFrame:
+    """Daily means of the high/middle/low useful loads and the oil temperature, z-scored;
+    from an ETT CSV file (``date`` column) or, for ``None``, the shipped ETTh1."""
+    frame = (ett_frame("ETTh1") if path is None
+             else pd.read_csv(path, parse_dates=["date"]).set_index("date"))
     daily = frame[["HUFL", "MUFL", "LUFL", "OT"]].resample("D").mean().dropna()
     return (daily - daily.mean()) / daily.std()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, help="an ETT CSV file (default: the shipped ETTh1)")
     parser.add_argument("--states", type=int, default=4)
     parser.add_argument("--output", type=Path, default=Path("hmm_ett_regimes.png"))
     args = parser.parse_args()

@@ -107,3 +107,21 @@ def test_demo_forecasting_section_with_a_tiny_budget(capsys, tmp_path, monkeypat
     verdict = "a seqprob model" if names[0] in demo.OURS else "a baseline"
     assert f"best: {names[0]}, {verdict}" in out
     assert (tmp_path / "seqprob-demo-forecast.png").stat().st_size > 1000
+
+
+def test_forecast_plot_draws_every_channel(csv, tmp_path, monkeypatch):
+    drawn = []
+
+    def recording(*args, **kwargs):
+        figure = plot_forecast(*args, **kwargs)
+        drawn.append(len(figure.axes))
+        return figure
+
+    monkeypatch.setattr("seqprob.cli.forecast.plot_forecast", recording)
+    png = tmp_path / "all.png"
+    assert main(["forecast", str(csv), "--horizon", "6", "--plot", str(png)]) == 0
+    assert drawn == [7] and png.read_bytes()[:4] == b"\x89PNG"  # ETTh1's 7 channels
+    assert main(["forecast", str(csv), "--horizon", "6", "--columns", "OT", "HUFL",
+                 "--plot", str(png)]) == 0
+    assert drawn[-1] == 2 and [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == [
+        "all.png"]

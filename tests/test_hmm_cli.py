@@ -60,14 +60,72 @@ def test_errors_exit_with_code_2(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_ett_regimes_example_writes_a_figure(tmp_path):
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
-    if not data.is_file():
-        pytest.skip("ETTh1 is not at ../shared/data/ett")
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1]  # the example reads the shipped ETTh1
     out = subprocess.run([sys.executable, str(root / "examples" / "hmm_ett_regimes.py"),
-                          "--data", str(data), "--output", str(tmp_path / "r.png")],
+                          "--output", str(tmp_path / "r.png")],
                          capture_output=True, text=True, check=True, timeout=600, cwd=root,
                          env={**os.environ, "PYTHONPATH": str(root)})
     summary = json.loads(out.stdout)
     assert (tmp_path / "r.png").stat().st_size > 10_000
     assert summary["days"] > 700 and abs(sum(summary["occupancy"]) - 1) < 0.005  # rounded
+
+
+@pytest.mark.parametrize("algorithm", ["viterbi", "map"])
+def test_decode_matches_the_saved_model(tmp_path, capsys, algorithm):
+    rng = np.random.RandomState(1)
+    frame = pd.DataFrame({"run": np.repeat([1, 2], [25, 15]),
+                          "x": np.r_[rng.randn(20) - 3, rng.randn(20) + 3]})
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    model_path, states = tmp_path / "m.safetensors", tmp_path / "states.csv"
+    assert main(["hmm", "fit", str(tmp_path / "data.csv"), "--sequence-column", "run",
+                 "--output", str(model_path)]) == 0
+    capsys.readouterr()
+    assert main(["hmm", "decode", str(model_path), str(tmp_path / "data.csv"),
+                 "--sequence-column", "run", "--algorithm", algorithm,
+                 "--output", str(states)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    log_prob, path = GaussianHMM.load(model_path).decode(frame[["x"]].to_numpy(), [25, 15],
+                                                         algorithm=algorithm)
+    np.testing.assert_array_equal(pd.read_csv(states)["state"], path)
+    np.testing.assert_allclose(summary["log_prob"], log_prob)
+    assert summary["n_samples"] == 40 and summary["model"] == "GaussianHMM"
+
+
+def test_decode_categorical_to_stdout(tmp_path, capsys):
+    symbols = np.random.RandomState(0).randint(0, 4, 30)
+    np.save(tmp_path / "s.npy", symbols)
+    model_path = tmp_path / "c.safetensors"
+    assert main(["hmm", "fit", str(tmp_path / "s.npy"), "--model", "categorical", "-n", "2",
+                 "--n-iter", "5", "--output", str(model_path)]) == 0
+    capsys.readouterr()
+    assert main(["hmm", "decode", str(model_path), str(tmp_path / "s.npy")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    expected = CategoricalHMM.load(model_path).predict(symbols[:, None])
+    assert lines[0] == "state" and [int(s) for s in lines[1:]] == expected.tolist()
+    np.save(tmp_path / "f.npy", symbols + 0.5)  # floats are refused, never truncated
+    assert main(["hmm", "decode", str(model_path), str(tmp_path / "f.npy")]) == 2
+    assert "categorical symbols must be integers" in capsys.readouterr().err
+
+
+def test_categorical_fit_refuses_fractional_and_missing_symbols(tmp_path, capsys):
+    pd.DataFrame({"s": [0, 1, 2.5, 1]}).to_csv(tmp_path / "f.csv", index=False)
+    pd.DataFrame({"s": [0, 1, None, 1]}).to_csv(tmp_path / "n.csv", index=False)
+    for name, shown in (("f.csv", "[2.5] in data row 2"), ("n.csv", "[nan] in data row 2")):
+        assert main(["hmm", "fit", str(tmp_path / name), "--model", "categorical",
+                     "--output", str(tmp_path / "m.safetensors")]) == 2
+        assert shown in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
+    pd.DataFrame({"s": [0.0, 1.0, 2.0, 1.0, -1.0]}).to_csv(tmp_path / "w.csv", index=False)
+    assert main(["hmm", "fit", str(tmp_path / "w.csv"), "--model", "categorical", "--n-iter",
+                 "2", "--output", str(tmp_path / "m.safetensors")]) == 0  # whole floats, -1
+    assert CategoricalHMM.load(tmp_path / "m.safetensors").emissionprob_.shape == (2, 3)
+
+
+def test_decode_refuses_a_model_of_another_kind(tmp_path, capsys):
+    from seqprob.ssm import S4D
+
+    S4D(4, d_state=4).save(tmp_path / "s4d.safetensors")
+    pd.DataFrame({"x": [1.0, 2.0]}).to_csv(tmp_path / "d.csv", index=False)
+    assert main(["hmm", "decode", str(tmp_path / "s4d.safetensors"), str(tmp_path / "d.csv")]
+                ) == 2
+    assert "not an HMM saved by 'seqprob hmm fit'" in capsys.readouterr().err

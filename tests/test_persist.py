@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -6,6 +7,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from seqprob.core import Persistable, load, load_checkpoint, register, save_checkpoint
+from seqprob.core.persist import atomic_path
 
 
 @register
@@ -148,3 +150,25 @@ def test_a_model_file_with_nan_parameters_is_refused(tmp_path):
                            config=model.get_config())
     with pytest.raises(ValueError, match="'emission.means' holds NaN"):
         load(path)
+
+
+def test_atomic_path_keeps_the_suffix_and_the_umask_mode(tmp_path):
+    path = tmp_path / "out.csv"
+    with atomic_path(path) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".csv" and tmp != path
+        tmp.write_text("a\n")
+        assert not path.exists()  # nothing visible until the block succeeds
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.read_text() == "a\n" and path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_atomic_path_failure_keeps_the_old_file(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError, match="writer failed"), atomic_path(path) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("writer failed")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+    with pytest.raises(IsADirectoryError), atomic_path(tmp_path):
+        pass

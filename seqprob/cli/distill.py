@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from seqprob.cli.files import output_file
 from seqprob.core import resolve_device
 from seqprob.core.device import fast_autocast_dtype
 
@@ -57,11 +58,11 @@ def register(subparsers) -> None:
                         help="do not wrap prompts in the model's chat template")
     parser.add_argument("--artifact", action="store_true",
                         help="save the pruned fp16 artifact instead of the full HMM")
-    parser.add_argument("--checkpoint", type=Path, help="resumable checkpoint file (written "
-                        "during EM, read to resume; --default: <output>.checkpoint)")
+    parser.add_argument("--checkpoint", type=output_file, help="resumable checkpoint file "
+                        "(written during EM, read to resume; --default: <output>.checkpoint)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--output", type=Path, help="default: hmm.safetensors; --default: the "
-                        "package's artifact file")
+    parser.add_argument("--output", type=output_file, help="where to save the HMM (default: "
+                        "hmm.safetensors; --default: the package's artifact file)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 

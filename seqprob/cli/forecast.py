@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from seqprob.cli.files import input_file, output_file, read_csv
 from seqprob.cli.table import format_table
+from seqprob.core import resolve_device
+from seqprob.core.persist import atomic_path
 from seqprob.forecasting import (
     ARIMA,
     BACKBONES,
@@ -35,8 +38,9 @@ MODELS = ("naive", "snaive", "arima", "ets", "theta", "ridge", "pyro", "autotime
 def build_model(args: argparse.Namespace):
     """The forecaster named by ``args.model`` configured from the command-line flags."""
     m = args.season_length
+    device = str(resolve_device(args.device))
     neural = {"lookback": args.lookback, "output_length": args.horizon,
-              "max_epochs": args.epochs, "device": args.device, "verbose": not args.quiet,
+              "max_epochs": args.epochs, "device": device, "verbose": not args.quiet,
               "random_state": args.seed,
               "quantiles": tuple(args.quantiles) if args.quantiles else None}
     factories = {
@@ -49,50 +53,62 @@ def build_model(args: argparse.Namespace):
         "pyro": lambda: PyroForecaster(m, num_steps=args.epochs * 50, random_state=args.seed),
         "autotimes": lambda: AutoTimesForecaster(
             args.lm, segment_length=args.segment_length, lookback=args.lookback,
-            max_epochs=args.epochs, max_steps=args.max_steps, device=args.device,
+            max_epochs=args.epochs, max_steps=args.max_steps, device=device,
             random_state=args.seed, verbose=not args.quiet),
         **{name: (lambda name=name: NeuralForecaster(name, **neural)) for name in NEURAL},
     }
     return factories[args.model]()
 
 
-def read_series(path: str, time_column: str | None, columns: list[str] | None):
+def read_series(source: Path, time_column: str | None, columns: list[str] | None):
     """A wide DataFrame (CSV) or an xarray Dataset (NetCDF) restricted to ``columns``."""
-    source = Path(path)
-    if not source.is_file():
-        raise FileNotFoundError(f"input: no file at {path!r}")
     if source.suffix in (".nc", ".nc4", ".netcdf"):
         import xarray as xr
 
-        data = xr.load_dataset(source)
-        return data[columns] if columns else data
-    frame = pd.read_csv(source)
+        try:
+            data = xr.load_dataset(source)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"input: {str(source)!r} is not a readable NetCDF file: {err}"
+                             ) from None
+        return data[_present(columns, list(data.data_vars))] if columns else data
+    frame = read_csv(source)
     time_column = time_column or frame.columns[0]
     if time_column not in frame.columns:
         raise ValueError(f"--time-column: expected one of {list(frame.columns)}, got "
                          f"{time_column!r}")
-    index = frame.pop(time_column)
-    frame.index = (pd.DatetimeIndex(pd.to_datetime(index), name="time")
-                   if not pd.api.types.is_integer_dtype(index) else pd.Index(index, name="time"))
-    if columns:
-        missing = sorted(set(columns) - set(frame.columns))
-        if missing:
-            raise ValueError(f"--columns: {missing} not in the file's columns "
-                             f"{list(frame.columns)}")
-        frame = frame[columns]
-    return frame
+    frame.index = _time_index(frame.pop(time_column))
+    return frame[_present(columns, list(frame.columns))] if columns else frame
+
+
+def _present(columns: list[str], available: list[str]) -> list[str]:
+    missing = sorted(set(columns) - set(available))
+    if missing:
+        raise ValueError(f"--columns: {missing} not in the file's columns {available}")
+    return columns
+
+
+def _time_index(column: pd.Series) -> pd.Index:
+    """Integer steps as they are, anything else parsed as dates."""
+    if pd.api.types.is_integer_dtype(column):
+        return pd.Index(column, name="time")
+    try:
+        return pd.DatetimeIndex(pd.to_datetime(column), name="time")
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"--time-column: column {column.name!r} holds neither integers nor "
+                         f"dates: {' '.join(str(err).split())}") from None
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("forecast", help="fit a forecaster on a CSV/NetCDF series",
                               description=__doc__)
-    p.add_argument("input", help="CSV or NetCDF (.nc) file")
+    p.add_argument("input", type=input_file, help="CSV or NetCDF (.nc) file")
     p.add_argument("--time-column", help="CSV time column (default: the first column)")
     p.add_argument("--columns", nargs="+", help="channels to forecast (default: all)")
-    p.add_argument("--model", choices=MODELS, default="snaive")
-    p.add_argument("--horizon", type=int, default=24)
+    p.add_argument("--model", choices=MODELS, default="snaive", help="the forecaster")
+    p.add_argument("--horizon", type=int, default=24, help="steps to forecast")
     p.add_argument("--lookback", type=int, default=96, help="ridge and neural models")
-    p.add_argument("--season-length", type=int, default=24)
+    p.add_argument("--season-length", type=int, default=24,
+                   help="steps per season (snaive, theta, pyro, backtest MASE)")
     p.add_argument("--order", type=int, nargs=3, default=(1, 1, 1), metavar=("P", "D", "Q"),
                    help="ARIMA order")
     p.add_argument("--epochs", type=int, default=10, help="neural epochs (pyro: x50 SVI steps)")
@@ -101,15 +117,17 @@ def register(subparsers) -> None:
                    help="also backtest from row START (per-window metrics printed)")
     p.add_argument("--stride", type=int, default=24, help="backtest stride")
     p.add_argument("--refit", action="store_true", help="backtest: refit at every window")
-    p.add_argument("--output", help="forecast file (.csv or .nc)")
-    p.add_argument("--plot", help="PNG file for the forecast plot")
+    p.add_argument("--output", type=output_file, help="forecast file (.csv or .nc; default: "
+                   "print the forecast)")
+    p.add_argument("--plot", type=output_file,
+                   help="PNG file plotting every forecast channel (choose them with --columns)")
     p.add_argument("--lm", default="smollm2-135m",
                    help="autotimes: the frozen LLM (seqprob.lm.load name or local folder)")
     p.add_argument("--segment-length", type=int, default=24,
                    help="autotimes: rows per segment; --lookback must be a multiple")
     p.add_argument("--max-steps", type=int, help="autotimes: at most this many training steps")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="neural models: cpu, cuda, cuda:N or auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the neural and pyro models")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -125,7 +143,8 @@ def run(args) -> int:
         print(f"backtest of {args.model}: {len(bt.metrics)} windows from row {args.backtest}")
         print(format_table(list(summary.index), [list(summary.to_numpy())]))
         if args.output:
-            bt.metrics.to_csv(Path(args.output).with_suffix(".backtest.csv"), index=False)
+            with atomic_path(args.output.with_suffix(".backtest.csv")) as tmp:
+                bt.metrics.to_csv(tmp, index=False)
     model.fit(data)
     forecast = model.predict(args.horizon)
     quantiles = (model.predict_quantiles(args.horizon, args.quantiles)
@@ -135,7 +154,9 @@ def run(args) -> int:
         print(f"forecast written to {args.output}")
     if args.plot:
         band = _band(quantiles, args.quantiles) if quantiles is not None else {}
-        plot_forecast(data, forecast, path=args.plot, title=f"{args.model} forecast", **band)
+        with atomic_path(args.plot) as tmp:
+            plot_forecast(data, forecast, path=tmp, title=f"{args.model} forecast",
+                          max_channels=_n_channels(data), **band)
         print(f"plot written to {args.plot}")
     if not args.output:
         print(forecast)
@@ -155,11 +176,15 @@ def _band(quantiles, levels: list[float]) -> dict:
             "interval_label": f"{lo:g}-{hi:g} quantiles"}
 
 
-def _netcdf(path: str | None) -> bool:
+def _n_channels(data) -> int:
+    return len(data.data_vars) if hasattr(data, "data_vars") else data.shape[1]
+
+
+def _netcdf(path: Path | None) -> bool:
     return path is not None and Path(path).suffix in (".nc", ".nc4", ".netcdf")
 
 
-def as_output_type(data, output: str | None):
+def as_output_type(data, output: Path | None):
     """The series as an xarray Dataset for NetCDF output, else as a wide DataFrame."""
     import xarray as xr
 
@@ -170,9 +195,14 @@ def as_output_type(data, output: str | None):
     return data
 
 
-def write_forecast(path: str, forecast, quantiles) -> None:
+def write_forecast(path: Path, forecast, quantiles) -> None:
     """CSV: one column per channel plus ``<channel>_q<level>``; NetCDF: the point forecasts
-    plus ``<channel>_quantiles`` over (time, quantile)."""
+    plus ``<channel>_quantiles`` over (time, quantile). Written atomically."""
+    with atomic_path(path) as tmp:
+        _write_forecast(tmp, forecast, quantiles)
+
+
+def _write_forecast(path: Path, forecast, quantiles) -> None:
     if _netcdf(path):
         if quantiles is not None:
             forecast = forecast.merge(quantiles.rename({k: f"{k}_quantiles"

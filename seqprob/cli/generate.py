@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
+from seqprob.cli.files import output_file, text_output
 from seqprob.core import resolve_device
 
 
@@ -25,17 +23,24 @@ def register(subparsers) -> None:
     parser.add_argument("--model", default="smollm2-135m",
                         help="a known model name, a local transformers folder, or a "
                              "seqprob LM saved with .save() such as a MambaLM "
-                             "(.safetensors) (default: smollm2-135m)")
+                             "(.safetensors)")
     parser.add_argument("--chat", action="store_true",
                         help="wrap each prompt in the tokenizer's chat template as a user turn")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--min-new-tokens", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=32,
+                        help="at most this many tokens per continuation")
+    parser.add_argument("--min-new-tokens", type=int, default=0,
+                        help="no end-of-sequence before this many tokens")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--num-beams", type=int, default=1)
-    parser.add_argument("--length-penalty", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="--sample: divide the logits by this")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="--sample: only from the k most likely tokens (default: all)")
+    parser.add_argument("--top-p", type=float, default=1.0,
+                        help="--sample: only from the smallest set of tokens of this mass")
+    parser.add_argument("--num-beams", type=int, default=1, help="beam search with this many "
+                        "beams (1: greedy or sampling)")
+    parser.add_argument("--length-penalty", type=float, default=1.0,
+                        help="beam search: scores are divided by length to this power")
     parser.add_argument("--ban", action="append", default=[], metavar="WORD",
                         help="never generate this word, in any tokenization (repeatable; "
                              "guaranteed: tokens that would spell it are masked, no HMM "
@@ -55,9 +60,10 @@ def register(subparsers) -> None:
     parser.add_argument("--hmm", type=Path, help="the HMM of --keywords/--avoid/--attribute "
                         "(default: distilled from the model on first use and cached)")
     parser.add_argument("--seed", type=int, default=0, help="random seed for --sample")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--output", type=Path, help="write JSON lines here instead of stdout")
+    parser.add_argument("--output", type=output_file,
+                        help="write JSON lines here instead of stdout")
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(func=run)
 
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             or counts != (None, None)):
         return _run_controlled(args, lm, prompts, texts, generator)
     processors = [_ban_mask(lm, args.ban, args.max_new_tokens)] if args.ban else []
-    with _output(args.output) as out:
+    with text_output(args.output) as out:
         for start in range(0, len(texts), batch_size):
             result = generate(
                 lm, texts[start:start + batch_size], args.max_new_tokens,
@@ -120,7 +126,7 @@ def _run_controlled(args, lm, prompts, texts, generator) -> int:
         do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
         min_new_tokens=args.min_new_tokens, random_state=generator)
-    with _output(args.output) as out:
+    with text_output(args.output) as out:
         for i, text in enumerate(result.texts):
             record = {"prompt": prompts[i], "text": text, "token_ids": result.token_ids[i],
                       "logprobs": [round(x, 5) for x in result.logprobs[i]],
@@ -128,15 +134,6 @@ def _run_controlled(args, lm, prompts, texts, generator) -> int:
                       "satisfied": result.satisfied[i]}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
     return 0
-
-
-@contextlib.contextmanager
-def _output(path: Path | None) -> Iterator[TextIO]:
-    if path is None:
-        yield sys.stdout
-    else:
-        with open(path, "w", encoding="utf-8") as handle:
-            yield handle
 
 
 def _load_lm(name: str):

@@ -9,10 +9,11 @@ import platform
 
 import torch
 
+import seqprob
 from seqprob.cli.table import format_table
 from seqprob.core import scan
 
-PACKAGES = ("seqprob", "torch", "numpy", "numba", "triton", "mamba_ssm", "transformers",
+PACKAGES = ("torch", "numpy", "numba", "triton", "mamba_ssm", "transformers",
             "scikit-learn", "statsmodels", "pyro-ppl", "xarray", "pandas", "dask")
 
 
@@ -41,7 +42,8 @@ def run(args) -> int:
     print(f"python {platform.python_version()} on {platform.machine()}, "
           f"{torch.get_num_threads()} torch threads")
     print(f"OMP_WAIT_POLICY: {_omp_wait_policy()}")
-    print(format_table(["package", "version"], [(p, _version(p)) for p in PACKAGES]))
+    rows = [("seqprob", seqprob.__version__), *((p, _version(p)) for p in PACKAGES)]
+    print(format_table(["package", "version"], rows))
     print()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none visible"
     print(f"GPU: {gpu}")

@@ -15,11 +15,13 @@ shapes and dtypes it would allocate must equal the file's tensors, which hold no
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,17 +49,32 @@ def save_checkpoint(path: str | os.PathLike, tensors: dict[str, Tensor], *, kind
     metadata = {"seqprob_format": str(FORMAT_VERSION), "kind": kind, "config": config_json}
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(contiguous, tmp, metadata=metadata)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix, so writers that infer the format
+    from it still do); when the block succeeds, flush it to disk and rename it onto ``path``,
+    else delete it. Readers see the old file or the whole new one, never a partial write."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, "expected a file path, got a directory", str(path))
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)  # mkstemp made the file private: give it the mode open() would
+        os.umask(umask)
+        tmp.chmod(path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None
