@@ -21,14 +21,12 @@ from seqprob.forecasting import (
     Theta,
 )
 from seqprob.lm import tiny_lm
+from tests.test_forecasting_update import ar1
 
 
 def monthly(n=120, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.zeros(n)
-    for t in range(1, n):
-        y[t] = 0.7 * y[t - 1] + rng.standard_normal()
-    return pd.Series(10 + y, index=pd.period_range("2000-01", periods=n, freq="M"), name="y")
+    return pd.Series(10 + ar1(n, seed), index=pd.period_range("2000-01", periods=n, freq="M"),
+                     name="y")
 
 
 def test_arima_through_sktime_equals_statsmodels():
