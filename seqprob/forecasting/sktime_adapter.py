@@ -11,6 +11,7 @@ the wrapped forecaster sees plain arrays: ``fit`` on the rows so far, then one f
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
@@ -55,7 +56,9 @@ class SktimeForecaster(BaseForecaster):
 
     def __init__(self, forecaster: Forecaster):
         self.forecaster = forecaster
-        super().__init__()
+        with warnings.catch_warnings():  # the adapter sets remember_data=True explicitly below
+            warnings.filterwarnings("ignore", message=".*remember_data", category=FutureWarning)
+            super().__init__()
         if not isinstance(forecaster, Forecaster):
             raise TypeError(f"forecaster: expected a seqprob Forecaster, got "
                             f"{describe(forecaster)}")
