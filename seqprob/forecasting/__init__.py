@@ -25,7 +25,8 @@ from seqprob.forecasting.windows import StandardScaler, WindowDataset, ett_split
 
 
 def __getattr__(name: str):
-    # the sktime adapter subclasses sktime's BaseForecaster: import it only when asked for
+    # the sktime adapter subclasses sktime's BaseForecaster: import it only when asked for (it
+    # stays out of __all__, so a star import or the API reference never needs sktime)
     if name == "SktimeForecaster":
         try:
             from seqprob.forecasting.sktime_adapter import SktimeForecaster
@@ -56,7 +57,6 @@ __all__ = [
     "RidgeForecaster",
     "SeasonalNaive",
     "Series",
-    "SktimeForecaster",
     "StandardScaler",
     "Theta",
     "WindowDataset",
