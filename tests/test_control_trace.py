@@ -226,3 +226,19 @@ def test_target_transform_is_traces_sharpening():
     assert float(sharp.weights.sum()) < float(plain.weights.sum())  # low scores sink further
     with pytest.raises(ValueError, match="b"):
         fit_attribute(ids, scores[:4], 5, target_transform=(0.0, 3.0))
+
+
+def test_default_attribute_shows_sampling_progress_and_is_cached(tmp_path, monkeypatch, capsys):
+    from seqprob.control.defaults import default_attribute
+    from seqprob.lm import tiny_lm
+
+    monkeypatch.setenv("SEQPROB_CACHE", str(tmp_path))
+    lm = tiny_lm(random_state=0)
+    first = default_attribute(lm, "positive", n_texts=4, length=6, verbose=True)
+    err = capsys.readouterr().err
+    assert "sample:" in err and "/6 [" in err          # the sampling bar: tokens done, time, ETA
+    assert len(list(tmp_path.glob("attribute-*.safetensors"))) == 1
+    again = default_attribute(lm, "positive", n_texts=4, length=6, verbose=True)
+    assert "sample:" not in capsys.readouterr().err    # read from the cache: nothing sampled
+    torch.testing.assert_close(again.weights, first.weights)
+    assert first.weights.shape == (lm.vocab_size,) and bool((first.weights <= 0).all())

@@ -124,7 +124,7 @@ def default_attribute(lm: LanguageModel, name: str, *, n_texts: int = 64, length
         return TokenAttribute(tensors["weights"], name)
     if verbose:
         print(f"fitting attribute {name!r} on {n_texts} samples from the LM")
-    samples = sample(lm, None, n_texts, length, random_state=random_state)
+    samples = sample(lm, None, n_texts, length, random_state=random_state, verbose=verbose)
     texts = [lm.tokenizer.decode(row[:n].tolist(), skip_special_tokens=True)
              for row, n in zip(samples.token_ids, samples.lengths.tolist(), strict=True)]
     attribute = fit_from_texts(texts, lm.tokenizer, TEACHERS[name], vocab_size=lm.vocab_size,
