@@ -91,17 +91,10 @@ CHECKED = {
 }
 
 
-# Known, not yet fixed: a TransformersLM that has run keeps transformers' output-capturing
-# forward hooks (local closures), so a fitted AutoTimes cannot be pickled, and sktime's
-# parameter-identity check fails on two scenarios. Everything else is checked.
-KNOWN = {"autotimes": ["test_persistence_via_pickle", "test_save_estimators_to_file",
-                       "test_fit_does_not_overwrite_hyper_params"]}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CHECKED))
 def test_sktime_check_estimator_passes(name):
     results = check_estimator(SktimeForecaster(CHECKED[name]()), raise_exceptions=False,
-                              verbose=False, tests_to_exclude=KNOWN.get(name))
+                              verbose=False)
     failed = {k: v for k, v in results.items() if v != "PASSED"}
     assert len(results) > 100 and not failed, failed
