@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from seqprob.core.constraints import DeviceString
 from seqprob.core.device import resolve_device
 from seqprob.core.language import LanguageModel
 from seqprob.core.persist import kind_of, load_checkpoint, register
@@ -114,7 +115,7 @@ class AutoTimesForecaster(Forecaster):
         "val_every": [Interval(Integral, 1, None, closed="left"), None],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
         "inference_batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str],
+        "device": [DeviceString()],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
     }

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor, nn
 
+from seqprob.core.constraints import DeviceString
 from seqprob.core.device import resolve_device
 from seqprob.core.persist import register
 from seqprob.forecasting.backbones import BACKBONES, SSM_BACKBONE_NAMES, backbone_class
@@ -141,7 +142,7 @@ class NeuralForecaster(Forecaster):
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "max_batches_per_epoch": [Interval(Integral, 1, None, closed="left"), None],
         "validation_stride": [Interval(Integral, 1, None, closed="left")],
-        "device": [str],
+        "device": [DeviceString()],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
     }
