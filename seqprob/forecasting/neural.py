@@ -102,10 +102,6 @@ class NeuralForecaster(Forecaster):
         ``horizon=`` is the deprecated name of ``output_length``.
     channel_independent : each channel is its own sample sharing the weights (PatchTST /
         DLinear style); False feeds all channels together.
-        Covariates ``X`` (``fit(y, X)``, ``predict(horizon, X=future rows)``) add a linear
-        term (:class:`~seqprob.forecasting.covariates.CovariateHead`) over the lookback's
-        and the forecast steps' covariates, z-scored on the training rows; with
-        ``channel_independent`` its weights are shared by the channels like the backbone's.
     revin : instance normalization of each context.
     quantiles : None (point only) or levels in (0, 1) for a quantile head.
     loss : the point output's training loss, "mse", "mae" or "huber" (early stopping always
@@ -119,9 +115,14 @@ class NeuralForecaster(Forecaster):
         window (all channels of each); 1 scores them all.
     device : "cpu", "cuda", "auto".
 
+    Covariates ``X`` (``fit(y, X)``, ``predict(horizon, X=future rows)``) add a linear term
+    (:class:`~seqprob.forecasting.covariates.CovariateHead`) over the lookback's and the
+    forecast steps' covariates, z-scored on the training rows; with ``channel_independent``
+    its weights are shared by the channels like the backbone's.
+
     After ``fit``: ``network_``, ``scaler_``, ``x_scaler_`` (None without covariates),
-    ``history_`` (one ``{"epoch", "step",
-    "train_loss", "val_mse"}`` per epoch: the learning curve), ``best_val_mse_``.
+    ``history_`` (one ``{"epoch", "step", "train_loss", "val_mse"}`` per epoch: the learning
+    curve), ``best_val_mse_``.
     """
 
     supports_covariates = True
