@@ -14,6 +14,9 @@ its projectors from the step with the lowest validation MSE.
     python benchmarks/autotimes.py --max-steps 1000 --batch-size 32 --val-every 100
                                                        # the run in BENCHMARKS.md
     python benchmarks/autotimes.py --test-stride 1 --max-steps 0   # full protocol (a GPU)
+    python benchmarks/autotimes.py --max-steps 200 --val-every 50 --models autotimes \
+        --learning-rates 1e-3 2e-3 5e-3 --timestamps    # rate chosen on validation, then
+                                                        # the timestamp variant at that rate
 """
 
 from __future__ import annotations
