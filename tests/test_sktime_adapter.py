@@ -78,6 +78,7 @@ def test_adapter_tags_follow_the_wrapped_model():
     assert not SktimeForecaster(RidgeForecaster()).get_tag("capability:pred_int")
     assert SktimeForecaster(ARIMA()).get_tag("capability:exogenous")
     assert not SktimeForecaster(Naive()).get_tag("capability:exogenous")
+    assert not SktimeForecaster(ARIMA()).get_tag("capability:non_contiguous_X")
     with pytest.raises(TypeError, match="forecaster: expected a seqprob Forecaster"):
         SktimeForecaster("arima")
 
