@@ -14,6 +14,9 @@ its projectors from the step with the lowest validation MSE.
     python benchmarks/autotimes.py --max-steps 1000 --batch-size 32 --val-every 100
                                                        # the run in BENCHMARKS.md
     python benchmarks/autotimes.py --test-stride 1 --max-steps 0   # full protocol (a GPU)
+    python benchmarks/autotimes.py --max-steps 200 --val-every 50 --models autotimes \
+        --learning-rates 1e-3 2e-3 5e-3 --timestamps    # rate chosen on validation, then
+                                                        # the timestamp variant at that rate
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--learning-rates", type=float, nargs="+",
+                   help="AutoTimes: fit one model per rate and report the one with the lowest "
+                        "validation MSE (test never chooses); the timestamp variant then uses "
+                        "that rate (default: --learning-rate alone)")
     p.add_argument("--val-windows", type=int, default=112)
     p.add_argument("--val-every", type=int, default=50,
                    help="validate every this many steps (the learning curve); the best "
@@ -84,8 +91,34 @@ def one_for_all(args, name: str, model, stride: int) -> list[dict]:
     seconds = time.perf_counter() - start
     return [{"model": name, "horizon": h, "stride": stride, "mse": s["mse"], "mae": s["mae"],
              "windows": s["test_windows"], "seconds": seconds,
-             "train_seconds": s["train_seconds"], "history": s["history"]}
+             "train_seconds": s["train_seconds"], "history": s["history"],
+             "learning_rate": model.learning_rate, "val_mse": s["model"].best_val_mse_}
             for h, s in scores.items()]
+
+
+def searched(args, stride: int) -> list[dict]:
+    """AutoTimes at each of ``--learning-rates``; the rate with the lowest validation MSE is
+    kept (``args.learning_rate`` is set to it for the jobs after this one); the others' rows
+    are marked ``search_only`` and reported by their validation MSE alone."""
+    name = f"AutoTimes ({args.lm}, frozen)"
+    rows = []
+    for rate in args.learning_rates or [args.learning_rate]:
+        args.learning_rate = rate
+        rows += one_for_all(args, name, autotimes(args, args.lm), stride)
+    best = min(rows, key=lambda r: r["val_mse"])["learning_rate"]
+    args.learning_rate = best
+    return [{**r, "search_only": r["learning_rate"] != best} for r in rows]
+
+
+def search_table(rows: list[dict]) -> str:
+    """Validation MSE (best step) per learning rate of the search; test is not shown."""
+    rates = {r["learning_rate"]: r for r in rows if "search_only" in r}
+    if len(rates) < 2:
+        return ""
+    lines = [["learning rate", "best validation MSE", "kept"], ["---"] * 3]
+    lines += [[f"{lr:g}", f"{r['val_mse']:.4f}", "yes" if not r["search_only"] else ""]
+              for lr, r in sorted(rates.items())]
+    return "learning-rate search\n" + "\n".join("| " + " | ".join(x) + " |" for x in lines)
 
 
 def per_horizon(args, name: str, model, stride: int) -> list[dict]:
@@ -103,8 +136,7 @@ def run(args) -> list[dict]:
     """Every requested model's rows; each is printed (and appended to ``--out``) when done."""
     stride, jobs = args.test_stride, []
     if "autotimes" in args.models:
-        jobs.append(lambda: one_for_all(args, f"AutoTimes ({args.lm}, frozen)",
-                                        autotimes(args, args.lm), stride))
+        jobs.append(lambda: searched(args, stride))
     if args.timestamps:
         jobs.append(lambda: one_for_all(args, f"AutoTimes ({args.lm}, frozen, timestamps)",
                                         autotimes(args, args.lm, timestamps=True), stride))
@@ -136,7 +168,8 @@ def learning_curves(rows: list[dict], stride: int) -> str:
     """Validation MSE (next segment, every position) against optimizer steps, one column per
     AutoTimes model that recorded a curve (the ablation at the same steps)."""
     curves = {r["model"]: {h["step"]: h["val_mse"] for h in r["history"]}
-              for r in rows if r.get("history") and r["stride"] == stride}
+              for r in rows if r.get("history") and r["stride"] == stride
+              and not r.get("search_only")}
     if not curves:
         return ""
     steps = sorted({s for c in curves.values() for s in c})
@@ -147,6 +180,7 @@ def learning_curves(rows: list[dict], stride: int) -> str:
 
 
 def table(rows: list[dict], horizons: list[int]) -> str:
+    rows = [r for r in rows if not r.get("search_only")]
     keys = sorted({(r["model"], r["stride"]) for r in rows}, key=lambda k: (k[1], k[0]))
     body = []
     for model, stride in keys:
@@ -171,6 +205,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = run(args)
+    print(search_table(rows))
     print(learning_curves(rows, args.test_stride))
     print(table(rows, args.horizons))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from seqprob.forecasting.autotimes import AutoTimesForecaster
 from seqprob.forecasting.autotimes_net import AutoTimesNet
 from seqprob.forecasting.series import as_series
 from seqprob.forecasting.timestamps import embed_texts, segment_texts, timestamp_embeddings
+from seqprob.forecasting.training import BudgetWarning
 from seqprob.lm import tiny_lm
 
 S = 8
@@ -363,3 +365,34 @@ def test_evaluate_ett_horizons_passes_time_stamps_when_asked():
     # window k of the test slice (which begins 48 rows before row 11520) starts at 500 k
     want = index[11520 - 48 + 500 * np.arange(len(Stamped.seen["starts"]))]
     np.testing.assert_array_equal(Stamped.seen["starts"], want.to_numpy())
+
+
+def test_forecast_cli_caps_autotimes_steps_and_names_the_flag(lm, tmp_path, capsys):
+    from seqprob.cli import main
+
+    folder = tmp_path / "tiny-llama"
+    lm.model.save_pretrained(folder)
+    lm.tokenizer.save_pretrained(folder)
+    source = tmp_path / "series.csv"
+    _frame().reset_index().to_csv(source, index=False)
+    args = ["forecast", str(source), "--model", "autotimes", "--lm", str(folder),
+            "--segment-length", str(S), "--lookback", str(4 * S), "--horizon", "4",
+            "--epochs", "1", "--max-steps", "3", "--quiet"]
+    with pytest.warns(BudgetWarning, match=r"training stops after 1 steps "
+                      r"\(max_seconds=1e-06\); --max-seconds 0 lifts the cap"):
+        assert main([*args, "--max-seconds", "1e-6"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BudgetWarning)
+        assert main([*args, "--max-seconds", "0"]) == 0
+
+
+def test_max_seconds_cuts_the_steps_by_the_first_steps_time():
+    y = _sines(200)
+    with pytest.warns(BudgetWarning, match="took .* s, so 8 steps would take"):
+        capped = AutoTimesForecaster(None, width=8, segment_length=S, lookback=4 * S,
+                                     max_steps=8, batch_size=4, max_seconds=1e-6,
+                                     val_every=1, verbose=False).fit(y, y_val=_sines(80))
+    assert [h["step"] for h in capped.history_] == [1]
+    full = AutoTimesForecaster(None, width=8, segment_length=S, lookback=4 * S, max_steps=8,
+                               batch_size=4, max_seconds=1e6, val_every=1, verbose=False)
+    assert [h["step"] for h in full.fit(y, y_val=_sines(80)).history_] == list(range(1, 9))

@@ -1,11 +1,17 @@
 """`seqprob forecast`, plots and the demo's forecasting section."""
 
+import os
+import subprocess
+import sys
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
 from matplotlib.figure import Figure
 
+import seqprob
 from seqprob.cli import main
 from seqprob.forecasting import SeasonalNaive, ett_frame, plot_forecast
 
@@ -125,3 +131,26 @@ def test_forecast_plot_draws_every_channel(csv, tmp_path, monkeypatch):
                  "--plot", str(png)]) == 0
     assert drawn[-1] == 2 and [p.name for p in tmp_path.iterdir() if p.suffix == ".png"] == [
         "all.png"]
+
+
+def test_plot_forecast_names_the_channels_max_channels_leaves_out():
+    y = ett_frame("ETTh1").iloc[:60]  # 7 channels
+    model = SeasonalNaive(24).fit(y)
+    with pytest.warns(UserWarning, match=r"plotting the first 4 of 7 channels; 3 left out "
+                      r"\(LUFL, LULL, OT\); raise max_channels"):
+        fig = plot_forecast(y, model.predict(6))
+    assert [ax.get_ylabel() for ax in fig.axes] == list(y.columns[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(plot_forecast(y, model.predict(6), max_channels=7).axes) == 7
+
+
+ROOT = os.path.dirname(os.path.dirname(seqprob.__file__))
+
+
+def test_importing_forecasting_leaves_pyro_and_matplotlib_for_later():
+    code = ("import sys, seqprob.forecasting; "
+            "print(sorted(m for m in ('pyro', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "PYTHONPATH": ROOT})
+    assert out.stdout.strip() == "[]"

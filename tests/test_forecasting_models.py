@@ -15,6 +15,7 @@ from seqprob.forecasting import (
     ARIMA,
     BACKBONES,
     ETS,
+    AutoETS,
     Naive,
     NeuralForecaster,
     PyroForecaster,
@@ -96,8 +97,11 @@ def test_sarimax_covariates_equal_statsmodels_and_are_checked():
         model.predict(5, X=np.zeros((5, 2)))
     with pytest.raises(ValueError, match="covariates for 200"):
         ARIMA().fit(y, X=X)
-    with pytest.raises(TypeError, match="does not use covariates"):
+    with pytest.raises(TypeError, match="Naive takes no covariates"):
         Naive().fit(y, X=X[:200])
+    for model in (ETS(), Theta(), AutoETS()):
+        with pytest.raises(TypeError, match="statsmodels' .* has no exogenous regressors"):
+            model.fit(y, X=X[:200])
 
 
 def test_ets_and_theta_equal_statsmodels_called_directly():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
+import joblib
 import pytest
 import torch
 from hypothesis import given, settings
@@ -147,3 +151,32 @@ def test_prefill_gives_the_last_logits_of_run(lm):
     torch.testing.assert_close(logits, out.logits[:, -1])
     for (name, a), (_, b) in zip(state.named_tensors(), out.state.named_tensors(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+@torch.no_grad()
+def test_pickle_and_deepcopy_keep_outputs_ties_flags_and_hash(lm):
+    ids = torch.tensor([lm.tokenizer.encode("the cat")])
+    lm.run(input_ids=ids)  # installs transformers' output-capturing hooks (local closures)
+    embeddings = lm.model.get_input_embeddings().weight
+    embeddings.requires_grad_(False)
+    try:
+        for copied in (pickle.loads(pickle.dumps(lm)), copy.deepcopy(lm)):
+            out, ref = copied.run(input_ids=ids), lm.run(input_ids=ids)
+            assert torch.equal(out.logits, ref.logits) and torch.equal(out.hidden, ref.hidden)
+            tied = lm.model.get_output_embeddings().weight is embeddings
+            assert (copied.model.get_output_embeddings().weight
+                    is copied.model.get_input_embeddings().weight) == tied
+            assert not copied.model.get_input_embeddings().weight.requires_grad
+            assert (copied.training, copied.model.training) == (lm.training, lm.model.training)
+            assert joblib.hash(copied) == joblib.hash(lm)  # content, not memory addresses
+    finally:
+        embeddings.requires_grad_(True)
+
+
+def test_pickle_keeps_bfloat16_weights_exact():
+    lm = tiny_lm()
+    lm.model.to(torch.bfloat16)
+    copied = pickle.loads(pickle.dumps(lm))
+    for (name, a), b in zip(lm.model.state_dict().items(), copied.model.state_dict().values(),
+                            strict=True):
+        assert b.dtype == torch.bfloat16 and torch.equal(a, b), name

@@ -78,6 +78,7 @@ def test_adapter_tags_follow_the_wrapped_model():
     assert not SktimeForecaster(RidgeForecaster()).get_tag("capability:pred_int")
     assert SktimeForecaster(ARIMA()).get_tag("capability:exogenous")
     assert not SktimeForecaster(Naive()).get_tag("capability:exogenous")
+    assert not SktimeForecaster(ARIMA()).get_tag("capability:non_contiguous_X")
     with pytest.raises(TypeError, match="forecaster: expected a seqprob Forecaster"):
         SktimeForecaster("arima")
 
@@ -91,17 +92,10 @@ CHECKED = {
 }
 
 
-# Known, not yet fixed: a TransformersLM that has run keeps transformers' output-capturing
-# forward hooks (local closures), so a fitted AutoTimes cannot be pickled, and sktime's
-# parameter-identity check fails on two scenarios. Everything else is checked.
-KNOWN = {"autotimes": ["test_persistence_via_pickle", "test_save_estimators_to_file",
-                       "test_fit_does_not_overwrite_hyper_params"]}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CHECKED))
 def test_sktime_check_estimator_passes(name):
     results = check_estimator(SktimeForecaster(CHECKED[name]()), raise_exceptions=False,
-                              verbose=False, tests_to_exclude=KNOWN.get(name))
+                              verbose=False)
     failed = {k: v for k, v in results.items() if v != "PASSED"}
     assert len(results) > 100 and not failed, failed

@@ -52,3 +52,25 @@ def test_accepted_values_pass_through():
     assert check_float(1, "top_p", low=0, high=1, low_open=True) == 1.0
     np.testing.assert_array_equal(check_lengths(None, 7), [7])
     np.testing.assert_array_equal(check_lengths(np.array([3, 4]), 7), [3, 4])
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:x", "", 0])
+def test_estimators_refuse_a_bad_device_when_fit_starts(device):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from seqprob.forecasting import AutoTimesForecaster, NeuralForecaster
+    from seqprob.hmm import GaussianHMM
+
+    y = np.zeros((200, 1))
+    for model in (NeuralForecaster(device=device), GaussianHMM(2, device=device),
+                  AutoTimesForecaster(None, width=4, device=device)):
+        with pytest.raises(InvalidParameterError, match="'device' parameter of .* must be "
+                           "'auto' or a torch device string"):
+            model.fit(y)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "meta"])
+def test_device_strings_torch_parses_are_accepted(device):
+    from seqprob.core.constraints import DeviceString
+
+    assert DeviceString().is_satisfied_by(device)

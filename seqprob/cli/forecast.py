@@ -8,6 +8,9 @@ quantiles, ``<column>_q<level>``) are written in the output's format (.csv or .n
 from __future__ import annotations
 
 import argparse
+import contextlib
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +33,7 @@ from seqprob.forecasting import (
     plot_forecast,
 )
 from seqprob.forecasting.backbones import SSM_BACKBONE_NAMES
+from seqprob.forecasting.training import BudgetWarning
 
 NEURAL = (*BACKBONES, *SSM_BACKBONE_NAMES)
 MODELS = ("naive", "snaive", "arima", "ets", "theta", "ridge", "pyro", "autotimes", *NEURAL)
@@ -53,7 +57,8 @@ def build_model(args: argparse.Namespace):
         "pyro": lambda: PyroForecaster(m, num_steps=args.epochs * 50, random_state=args.seed),
         "autotimes": lambda: AutoTimesForecaster(
             args.lm, segment_length=args.segment_length, lookback=args.lookback,
-            max_epochs=args.epochs, max_steps=args.max_steps, device=device,
+            max_epochs=args.epochs, max_steps=args.max_steps,
+            max_seconds=args.max_seconds or None, device=device,
             random_state=args.seed, verbose=not args.quiet),
         **{name: (lambda name=name: NeuralForecaster(name, **neural)) for name in NEURAL},
     }
@@ -126,13 +131,37 @@ def register(subparsers) -> None:
     p.add_argument("--segment-length", type=int, default=24,
                    help="autotimes: rows per segment; --lookback must be a multiple")
     p.add_argument("--max-steps", type=int, help="autotimes: at most this many training steps")
+    p.add_argument("--max-seconds", type=float, default=300.0,
+                   help="autotimes: fewer training steps (with a warning) when the first "
+                        "step's time says they would take longer; 0 lifts the cap")
     p.add_argument("--device", default="cpu", help="neural models: cpu, cuda, cuda:N or auto")
     p.add_argument("--seed", type=int, default=0, help="random seed of the neural and pyro models")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def _naming_the_cap_flag() -> Iterator[None]:
+    """Warnings pass through; a :class:`BudgetWarning` also names the flag that lifts it."""
+    with warnings.catch_warnings():  # restores showwarning afterwards
+        show = warnings.showwarning
+
+        def hinted(message, category, *where):
+            if issubclass(category, BudgetWarning):
+                message = f"{message}; --max-seconds 0 lifts the cap"
+            show(message, category, *where)
+
+        warnings.showwarning = hinted
+        warnings.simplefilter("always", BudgetWarning)
+        yield
+
+
 def run(args) -> int:
+    with _naming_the_cap_flag():
+        return _run(args)
+
+
+def _run(args) -> int:
     data = as_output_type(read_series(args.input, args.time_column, args.columns), args.output)
     model = build_model(args)
     if args.backtest is not None:

@@ -167,6 +167,7 @@ class AutoETS(_Selected):
     Fitted: ``specs_`` (the chosen ETS parameters per channel), ``chosen_`` (the models).
     """
 
+    covariates_unsupported = ETS.covariates_unsupported
     _parameter_constraints: ClassVar[dict] = {
         "seasonal_periods": [Interval(Integral, 2, None, closed="left"), None],
         "damped": ["boolean"],

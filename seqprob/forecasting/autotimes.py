@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from seqprob.core.constraints import DeviceString
 from seqprob.core.device import resolve_device
 from seqprob.core.language import LanguageModel
 from seqprob.core.persist import kind_of, load_checkpoint, register
@@ -81,6 +82,8 @@ class AutoTimesForecaster(Forecaster):
     max_epochs, max_steps : training stops at whichever ends first (``max_steps=None``: no
         step limit); Adam with a cosine learning-rate decay (the shared loop,
         :func:`~seqprob.forecasting.training.train`).
+    max_seconds : when the first training step's time says the steps would take longer, fewer
+        steps are taken (a ``BudgetWarning`` says how many); None: no cap.
     max_val_windows : validation windows (evenly spaced) scored after each epoch, or every
         ``val_every`` optimizer steps (and after the last) when given; the best projectors
         (lowest validation MSE) are kept; ``patience`` validations without a better one stop
@@ -104,6 +107,7 @@ class AutoTimesForecaster(Forecaster):
         "cache_dir": [str, os.PathLike, None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "max_steps": [Interval(Integral, 1, None, closed="left"), None],
+        "max_seconds": [Interval(Real, 0, None, closed="neither"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -111,7 +115,7 @@ class AutoTimesForecaster(Forecaster):
         "val_every": [Interval(Integral, 1, None, closed="left"), None],
         "patience": [Interval(Integral, 1, None, closed="left"), None],
         "inference_batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [str],
+        "device": [DeviceString()],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
         "verbose": ["verbose"],
     }
@@ -120,7 +124,8 @@ class AutoTimesForecaster(Forecaster):
                  lookback: int = 672, projector: str = "mlp", projector_hidden: int = 256,
                  projector_layers: int = 2, dropout: float = 0.0, width: int | None = None,
                  timestamps: bool = False, cache_dir: str | None = None, max_epochs: int = 10,
-                 max_steps: int | None = None, batch_size: int = 32,
+                 max_steps: int | None = None, max_seconds: float | None = None,
+                 batch_size: int = 32,
                  learning_rate: float = 1e-3, weight_decay: float = 0.0,
                  max_val_windows: int = 1024, val_every: int | None = None,
                  patience: int | None = None, inference_batch_size: int = 256,
@@ -137,6 +142,7 @@ class AutoTimesForecaster(Forecaster):
         self.cache_dir = cache_dir
         self.max_epochs = max_epochs
         self.max_steps = max_steps
+        self.max_seconds = max_seconds
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -254,7 +260,7 @@ class AutoTimesForecaster(Forecaster):
                     validate=None if valid is None else lambda: self._validate(valid),
                     val_every=self.val_every, patience=self.patience,
                     state=self.network_.projector_state, seed=self.random_state,
-                    verbose=self.verbose, desc="AutoTimes")
+                    max_seconds=self.max_seconds, verbose=self.verbose, desc="AutoTimes")
         self.history_, self.best_val_mse_ = run.history, run.best_val_mse
 
     def _validate(self, data: dict[str, Any]) -> float:

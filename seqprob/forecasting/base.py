@@ -75,6 +75,7 @@ class Forecaster(BaseEstimator):
     """Base class; see the module docstring for what subclasses implement."""
 
     supports_covariates = False
+    covariates_unsupported = "its forecasts depend on the series alone"  # the reason, if so
     supports_samples = False
     supports_quantiles = False  # True: predict_quantiles takes any level without samples
     supports_update = True  # False: the fitted state is tied to the fitted series
@@ -128,8 +129,9 @@ class Forecaster(BaseEstimator):
         if X is None:
             return None
         if not self.supports_covariates:
-            raise TypeError(f"{name}: {type(self).__name__} does not use covariates; pass "
-                            f"X=None")
+            raise TypeError(f"{name}: {type(self).__name__} takes no covariates "
+                            f"({self.covariates_unsupported}); pass {name}=None, or use a "
+                            f"model that does (ARIMA, AutoARIMA, NeuralForecaster)")
         arr = as_series(X, name).values
         if len(arr) != n_time:
             raise ValueError(f"{name}: expected covariates for {n_time} time steps, got "
@@ -237,6 +239,10 @@ class Forecaster(BaseEstimator):
         lookback use each context's last ``lookback`` rows.
         """
         contexts = self._check_contexts(contexts)
+        if self.X_ is not None:
+            raise ValueError("contexts: the model was fitted with covariates, which bare "
+                             "contexts do not carry; use predict(horizon, X=...) or "
+                             "backtest(y, ..., X=...)")
         return self._forecast_batch(contexts, check_int(horizon, "horizon", minimum=1))
 
     def _check_contexts(self, contexts: Any) -> np.ndarray:

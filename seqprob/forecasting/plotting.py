@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from seqprob.core.validation import check_int
 from seqprob.forecasting.series import as_series
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_forecast(history: Any, forecast: Any, *, lower: Any = None, upper: Any = None,
@@ -19,8 +22,11 @@ def plot_forecast(history: Any, forecast: Any, *, lower: Any = None, upper: Any 
     """One panel per channel: the history's tail, the forecast, an optional band
     ``[lower, upper]`` and the optional ``truth``; any accepted series type for each.
 
-    Writes a PNG to ``path`` when given; returns the figure.
+    The first ``max_channels`` channels are drawn (a warning names those left out). Writes a
+    PNG to ``path`` when given; returns the figure.
     """
+    from matplotlib.figure import Figure
+
     hist = as_series(history, "history")
     pred = as_series(forecast, "forecast")
     if pred.n_channels != hist.n_channels:
@@ -36,6 +42,12 @@ def plot_forecast(history: Any, forecast: Any, *, lower: Any = None, upper: Any 
         hist = hist.slice(max(0, len(hist) - check_int(max_history, "max_history", minimum=1)),
                           len(hist))
     n = min(hist.n_channels, check_int(max_channels, "max_channels", minimum=1))
+    if n < hist.n_channels:
+        left = hist.columns[n:]
+        warnings.warn(f"max_channels: plotting the first {n} of {hist.n_channels} channels; "
+                      f"{len(left)} left out ({', '.join(map(str, left[:5]))}"
+                      f"{', ...' if len(left) > 5 else ''}); raise max_channels to draw them",
+                      UserWarning, stacklevel=2)
     fig = Figure(figsize=(9, 2.4 * n + 0.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0])
     for c, ax in enumerate(axes):

@@ -6,21 +6,18 @@ The model (per channel, on the z-scored series):
     y_t     = init + level_t + season[t mod m] + StudentT(df, 0, noise_scale)
 
 trained by stochastic variational inference (``pyro.contrib.forecast.Forecaster`` with an
-``AutoNormal`` guide); forecasts are joint sample paths.
+``AutoNormal`` guide); forecasts are joint sample paths. pyro is imported on first use, so
+importing :mod:`seqprob.forecasting` does not import it.
 """
 
 from __future__ import annotations
 
+import functools
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
-import pyro
-import pyro.distributions as dist
 import torch
-from pyro.contrib.forecast import Forecaster as PyroSVIForecaster
-from pyro.contrib.forecast import ForecastingModel
-from pyro.ops.tensor_utils import periodic_repeat
 from sklearn.utils._param_validation import Interval
 
 from seqprob.core.persist import register
@@ -28,36 +25,48 @@ from seqprob.forecasting.base import Forecaster
 from seqprob.forecasting.windows import StandardScaler
 
 
-class LevelSeasonalModel(ForecastingModel):
-    """Local level + periodic seasonality + heavy-tailed noise (see the module docstring)."""
+@functools.cache
+def level_seasonal_model() -> type:
+    """The ``LevelSeasonalModel`` class (a ``pyro.contrib.forecast.ForecastingModel``),
+    defined on first use."""
+    import pyro
+    import pyro.distributions as dist
+    from pyro.contrib.forecast import ForecastingModel
+    from pyro.ops.tensor_utils import periodic_repeat
 
-    def __init__(self, season_length: int):
-        super().__init__()
-        self.season_length = season_length
+    class LevelSeasonalModel(ForecastingModel):
+        """Local level + periodic seasonality + heavy-tailed noise (see the module docstring)."""
 
-    def model(self, zero_data, covariates):
-        duration, dim = zero_data.shape[-2:]
-        init = pyro.sample("init", dist.Normal(0.0, 3.0).expand([dim]).to_event(1))
-        level_scale = pyro.sample("level_scale",
-                                  dist.LogNormal(-3.0, 1.0).expand([dim]).to_event(1))
-        season = pyro.sample("season", dist.Normal(0.0, 1.0)
-                             .expand([self.season_length, dim]).to_event(2))
-        df = pyro.sample("df", dist.LogNormal(1.5, 0.5).expand([dim]).to_event(1))
-        noise_scale = pyro.sample("noise_scale",
-                                  dist.LogNormal(-1.0, 1.0).expand([dim]).to_event(1))
-        with self.time_plate:
-            jumps = pyro.sample("jumps", dist.Normal(0.0, level_scale).to_event(1))  # (T, C)
-        level = jumps.cumsum(-2)  # (T, C)
-        if season.dim() > 2:  # forecasting: (samples, 1, m, C), the 1 being the time plate
-            season = season.squeeze(-3)
-        seasonal = periodic_repeat(season, duration, dim=-2)  # ([samples,] T, C)
-        # global sites are (C,), or (samples, 1, C) when forecasting: both broadcast over time
-        self.predict(dist.StudentT(df, 0.0, noise_scale), init + level + seasonal)
+        def __init__(self, season_length: int):
+            super().__init__()
+            self.season_length = season_length
+
+        def model(self, zero_data, covariates):
+            duration, dim = zero_data.shape[-2:]
+            init = pyro.sample("init", dist.Normal(0.0, 3.0).expand([dim]).to_event(1))
+            level_scale = pyro.sample("level_scale",
+                                      dist.LogNormal(-3.0, 1.0).expand([dim]).to_event(1))
+            season = pyro.sample("season", dist.Normal(0.0, 1.0)
+                                 .expand([self.season_length, dim]).to_event(2))
+            df = pyro.sample("df", dist.LogNormal(1.5, 0.5).expand([dim]).to_event(1))
+            noise_scale = pyro.sample("noise_scale",
+                                      dist.LogNormal(-1.0, 1.0).expand([dim]).to_event(1))
+            with self.time_plate:
+                jumps = pyro.sample("jumps", dist.Normal(0.0, level_scale).to_event(1))  # (T, C)
+            level = jumps.cumsum(-2)  # (T, C)
+            if season.dim() > 2:  # forecasting: (samples, 1, m, C), the 1 being the time plate
+                season = season.squeeze(-3)
+            seasonal = periodic_repeat(season, duration, dim=-2)  # ([samples,] T, C)
+            # global sites are (C,), or (samples, 1, C) when forecasting: both broadcast over time
+            self.predict(dist.StudentT(df, 0.0, noise_scale), init + level + seasonal)
+
+    return LevelSeasonalModel
 
 
 @register
 class PyroForecaster(Forecaster):
-    """Probabilistic forecasts (samples, quantiles) from :class:`LevelSeasonalModel`.
+    """Probabilistic forecasts (samples, quantiles) from the local level + seasonal model
+    (:func:`level_seasonal_model`).
 
     season_length : period of the seasonal component; num_steps, learning_rate : SVI.
     The latent level path belongs to the fitted series, so forecasts start where that series
@@ -86,13 +95,17 @@ class PyroForecaster(Forecaster):
     def _min_history(self) -> int:
         return 2 * self.season_length
 
-    def _svi(self, data: torch.Tensor, num_steps: int) -> PyroSVIForecaster:
+    def _svi(self, data: torch.Tensor, num_steps: int) -> Any:
+        """A ``pyro.contrib.forecast.Forecaster`` trained ``num_steps`` SVI steps."""
+        import pyro
+        from pyro.contrib.forecast import Forecaster as PyroSVIForecaster
+
         covariates = torch.zeros(len(data), 0)
         seed = 0 if self.random_state is None else self.random_state
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             pyro.clear_param_store()
-            return PyroSVIForecaster(LevelSeasonalModel(self.season_length), data, covariates,
+            return PyroSVIForecaster(level_seasonal_model()(self.season_length), data, covariates,
                                      learning_rate=self.learning_rate, num_steps=num_steps,
                                      log_every=0)
 

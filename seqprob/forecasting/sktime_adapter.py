@@ -44,6 +44,7 @@ class SktimeForecaster(BaseForecaster):
         "X_inner_mtype": "pd.DataFrame",
         "capability:multivariate": True,
         "capability:exogenous": False,
+        "capability:non_contiguous_X": False,  # covariates for every step up to max(fh)
         "capability:insample": False,
         "capability:pred_int": False,
         "capability:pred_int:insample": False,

@@ -154,6 +154,7 @@ class ETS(_PerChannel):
     """
 
     supports_samples = True
+    covariates_unsupported = "statsmodels' ETSModel has no exogenous regressors"
     _parameter_constraints: ClassVar[dict] = {
         "error": [StrOptions({"add", "mul"})],
         "trend": [StrOptions({"add", "mul"}), None],
@@ -225,6 +226,7 @@ class Theta(_PerChannel):
     """
 
     supports_quantiles = True
+    covariates_unsupported = "statsmodels' ThetaModel has no exogenous regressors"
     _parameter_constraints: ClassVar[dict] = {
         "period": [Interval(Integral, 2, None, closed="left"), None],
         "theta": [Interval(Real, None, None, closed="neither")],

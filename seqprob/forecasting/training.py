@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -20,6 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+
+class BudgetWarning(UserWarning):
+    """Training was capped to fewer steps to fit ``max_seconds`` (see :func:`train`)."""
 
 
 @dataclasses.dataclass
@@ -46,7 +52,8 @@ def train(network: nn.Module, loss: Callable[[Tensor], Tensor], items: Tensor, *
           cosine_schedule: bool = False, validate: Callable[[], float] | None = None,
           val_every: int | None = None, patience: int | None = None,
           state: Callable[[], dict[str, Tensor]] | None = None, seed: int | None = 0,
-          verbose: bool = False, desc: str = "training") -> Training:
+          max_seconds: float | None = None, verbose: bool = False,
+          desc: str = "training") -> Training:
     """Train ``network`` in place and return the learning curve.
 
     loss : item ids ``(B,)`` -> the scalar training loss of that minibatch.
@@ -62,6 +69,9 @@ def train(network: nn.Module, loss: Callable[[Tensor], Tensor], items: Tensor, *
         restored with ``load_state_dict(strict=False)`` at the end.
     seed : seeds the batch order and the global torch RNG (dropout) for the run; the
         caller's RNG state is restored afterwards.
+    max_seconds : when the first step's time says the budget's steps would take longer, the
+        budget is cut to the steps that fit (the cosine schedule follows) with a
+        :class:`BudgetWarning`; None: no cap.
     """
     per_epoch = math.ceil(len(items) / batch_size)
     if max_batches_per_epoch is not None:
@@ -81,7 +91,13 @@ def train(network: nn.Module, loss: Callable[[Tensor], Tensor], items: Tensor, *
         for epoch in range(max_epochs):
             order = items[torch.randperm(len(items), generator=gen)]
             for batch in order.split(batch_size)[:per_epoch]:
+                began = time.perf_counter()
                 run.step(network, opt, sched, loss, batch)
+                if run.steps == 1 and max_seconds is not None:
+                    total = _capped(total, time.perf_counter() - began, max_seconds, desc)
+                    bar.total = total
+                    if sched is not None:
+                        sched.T_max = total
                 bar.update()
                 bar.set_postfix(loss=f"{run.loss_sum / run.loss_count:.4f}")
                 if val_every is not None and (run.steps % val_every == 0 or run.steps == total):
@@ -97,6 +113,18 @@ def train(network: nn.Module, loss: Callable[[Tensor], Tensor], items: Tensor, *
         network.load_state_dict(run.best_state, strict=False)
     network.eval()
     return Training(run.history, run.best, run.steps, run.stopped)
+
+
+def _capped(total: int, step_seconds: float, max_seconds: float, desc: str) -> int:
+    """The steps of ``total`` that fit ``max_seconds`` at ``step_seconds`` each (at least 1;
+    a :class:`BudgetWarning` when that is fewer)."""
+    fits = max(1, int(max_seconds / step_seconds))
+    if fits < total:
+        warnings.warn(f"{desc}: the first training step took {step_seconds:.2f} s, so "
+                      f"{total} steps would take about {total * step_seconds / 60:.1f} min; "
+                      f"training stops after {fits} steps (max_seconds={max_seconds:g})",
+                      BudgetWarning, stacklevel=3)
+    return min(total, fits)
 
 
 class _Run:

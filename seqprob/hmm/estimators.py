@@ -49,6 +49,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from seqprob.core.constraints import DeviceString
 from seqprob.core.persist import check_config, load_checkpoint, save_checkpoint
 from seqprob.core.validation import check_int, check_lengths
 from seqprob.hmm import em
@@ -224,7 +225,7 @@ class _BaseHMM(BaseEstimator):
         "implementation": [StrOptions({"log", "scaling"})],
         "n_init": [Interval(Integral, 1, None, closed="left")],
         "dtype": [StrOptions(set(_DTYPES))],
-        "device": [str],
+        "device": [DeviceString()],
     }
 
     startprob_ = _Fitted(_stochastic("k"))

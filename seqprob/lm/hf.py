@@ -81,6 +81,21 @@ class TransformersLM(LanguageModel):
             model = model.to(device)
         return cls(model.eval(), tokenizer)
 
+    def __reduce__(self) -> tuple:
+        """Pickle and deep-copy as model class, configs, weights and tokenizer.
+
+        The bytes depend on the content alone (torch's own tensor pickling embeds memory
+        addresses, so equal models would hash differently), and the output-capturing
+        forward hooks transformers installs on a first ``output_hidden_states`` call (local
+        closures, unpicklable) are left behind; a copy reinstalls them when it needs them.
+        """
+        model = self.model
+        weights = {name: _tensor_bytes(t) for name, t in model.state_dict().items()}
+        frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+        return (_rebuild, (type(self), type(model), model.config, model.generation_config,
+                           weights, frozen, self.tokenizer, (self.training, model.training),
+                           str(self.device)))
+
     @property
     def vocab_size(self) -> int:
         return int(self._text_config.vocab_size)
@@ -186,6 +201,36 @@ class TransformersLM(LanguageModel):
             layer.keys, layer.values = keys, values
             cache.layers.append(layer)
         return cache
+
+
+def _tensor_bytes(t: Tensor) -> tuple[str, tuple[int, ...], Any]:
+    """``(dtype name, shape, raw bytes as a uint8 numpy array)`` of ``t``: any dtype, bf16
+    included, as content-determined bytes."""
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    return str(t.dtype).removeprefix("torch."), tuple(t.shape), flat.view(torch.uint8).numpy()
+
+
+def _rebuild(cls: type[TransformersLM], model_cls: type, config: Any, generation_config: Any,
+             weights: dict[str, tuple], frozen: list[str], tokenizer: Any,
+             training: tuple[bool, bool], device: str) -> TransformersLM:
+    """The inverse of :meth:`TransformersLM.__reduce__`; the global RNG is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        model = model_cls(config)
+    if set(model.state_dict()) != set(weights):
+        raise ValueError(f"weights: expected the entries of a {model_cls.__name__} state dict, "
+                         f"got {sorted(set(weights) ^ set(model.state_dict()))[:5]} differing")
+    targets = {**dict(model.named_parameters(remove_duplicate=False)),
+               **dict(model.named_buffers(remove_duplicate=False))}
+    for name, (dtype, shape, data) in weights.items():
+        # tied parameters share one Parameter, so assigning its data keeps the tie
+        targets[name].data = torch.from_numpy(data).view(getattr(torch, dtype)).reshape(shape)
+    for name in frozen:
+        targets[name].requires_grad_(False)
+    model.generation_config = generation_config
+    model.train(training[1])
+    lm = cls(model.to(device), tokenizer)
+    lm.training = training[0]
+    return lm
 
 
 def _check_full_attention(config: Any) -> None:
