@@ -293,6 +293,15 @@ def selective_state_update_unchecked(state: Tensor, x: Tensor, dt: Tensor, A: Te
     return _step_backend(name)(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
 
 
+def block_step_backend(backend: str, x: Tensor, needs_grad: bool) -> str:
+    """Which single-token Mamba block step runs for a block with ``backend`` on input ``x``:
+    ``"cpu"`` (the fused numba block step, ``seqprob.kernels.cpu_step``) when ``backend`` is
+    ``"auto"`` or ``"cpu"``, ``x`` is on the CPU and no gradient is needed; ``"reference"``
+    (torch ops around :func:`selective_state_update` with ``backend``) otherwise."""
+    fused = backend in ("auto", "cpu") and _device(x).type == "cpu" and not needs_grad
+    return "cpu" if fused else "reference"
+
+
 def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
                            C: Tensor, D: Tensor | None = None, z: Tensor | None = None,
                            dt_bias: Tensor | None = None, dt_softplus: bool = False,

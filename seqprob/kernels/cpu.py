@@ -58,8 +58,11 @@ def _bits_to_float32(typingctx, bits):
 
 @njit(inline="always", **_JIT)
 def _exp32(x):
-    """exp for float32 in [-87, 88] (clamped outside): Cody-Waite reduction, degree-6 poly."""
-    x = min(max(x, np.float32(-87.0)), np.float32(88.0))
+    """exp for float32, ~1 ulp: Cody-Waite reduction, degree-6 poly. The argument is clamped
+    to [-87, 89]; ``2**k`` is built as two normal halves, so an argument above ln(FLT_MAX)
+    ~ 88.72 overflows to inf like libm's exp (a growing mode then fails the caller's
+    finiteness check instead of saturating at ~1e38)."""
+    x = min(max(x, np.float32(-87.0)), np.float32(89.0))
     k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))
     r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)
     p = np.float32(1.9875691500e-4)
@@ -69,7 +72,10 @@ def _exp32(x):
     p = p * r + np.float32(1.6666665459e-1)
     p = p * r + np.float32(5.0000001201e-1)
     p = p * r * r + r + np.float32(1.0)
-    return p * _bits_to_float32(np.int32((np.int32(k) + 127) << 23))
+    ki = np.int32(k)
+    half = ki >> 1
+    return (p * _bits_to_float32(np.int32((half + 127) << 23))
+            * _bits_to_float32(np.int32((ki - half + 127) << 23)))
 
 
 def _exp(x):
@@ -94,6 +100,43 @@ def _like_impl(x, ref):
     if ref == types.float32:
         return lambda x, ref: np.float32(x)
     return lambda x, ref: np.float64(x)
+
+
+@njit(inline="always", **_JIT)
+def _log1p32(t):
+    """log(1 + t) for float32 ``t`` in [0, 1], vectorizable: ``2 atanh(s)`` with
+    ``s = t / (2 + t)`` in [0, 1/3] (no cancellation for small ``t``), odd series to s**15
+    (truncation < 2e-9 relative)."""
+    s = t / (np.float32(2.0) + t)
+    w = s * s
+    p = np.float32(1 / 15)
+    p = p * w + np.float32(1 / 13)
+    p = p * w + np.float32(1 / 11)
+    p = p * w + np.float32(1 / 9)
+    p = p * w + np.float32(1 / 7)
+    p = p * w + np.float32(1 / 5)
+    p = p * w + np.float32(1 / 3)
+    return np.float32(2.0) * s * (p * w + np.float32(1.0))
+
+
+def _log1p01(t):
+    """log(1 + t) for ``t`` in [0, 1] in the dtype of ``t`` (the series above for fp32,
+    libm for fp64); numba only."""
+    return math.log1p(t)
+
+
+@overload(_log1p01, inline="always")
+def _log1p01_impl(t):
+    if t == types.float32:
+        return lambda t: _log1p32(t)
+    return lambda t: math.log1p(t)
+
+
+@njit(inline="always", **_JIT)
+def _softplus(x):
+    """``log(1 + exp(x))`` without overflow and without a branch (vectorizable in fp32):
+    ``max(x, 0) + log1p(exp(-|x|))``, ``x`` itself to rounding for large ``x``."""
+    return max(x, _like(0.0, x)) + _log1p01(_exp(-abs(x)))
 
 
 @njit(parallel=True, **_JIT)

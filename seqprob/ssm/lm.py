@@ -60,6 +60,9 @@ class ResidualBlock(nn.Module):
         return h + y, state
 
     def step(self, h: Tensor, state: State) -> tuple[Tensor, State]:
+        if isinstance(self.mixer, Mamba):       # norm, mixer and residual fused on CPU
+            return self.mixer.step_residual_unchecked(h, state, self.norm.weight,
+                                                      self.norm.eps)
         y, state = self.mixer.step_unchecked(self.norm(h), state)
         return h + y, state
 
@@ -80,6 +83,10 @@ class MambaLM(LanguageModel, Persistable):
         check_int(d_model, "d_model", minimum=1)
         check_int(n_layers, "n_layers", minimum=1)
         check_choice(mixer, "mixer", ("mamba", "s4d"))
+        check_int(d_state, "d_state", minimum=1)
+        if mixer == "s4d" and d_state % 2:
+            raise ValueError(f"d_state: expected an even size with mixer='s4d' (S4D's modes come "
+                             f"in conjugate pairs), got {d_state}")
         check_choice(tokenizer, "tokenizer", ("bytes",))
         self.tokenizer = ByteTokenizer()
         vocab = -(-len(self.tokenizer) // 8) * 8 if vocab_size is None else vocab_size
@@ -106,7 +113,7 @@ class MambaLM(LanguageModel, Persistable):
     def _mixer(kind: str, d_model: int, d_state: int, d_conv: int, expand: int,
                dt_rank: int | str, backend: str, seed: int | None) -> nn.Module:
         if kind == "s4d":
-            return S4D(d_model, max(2, 2 * (d_state // 2)), random_state=seed)
+            return S4D(d_model, d_state, random_state=seed)
         return Mamba(d_model, d_state, d_conv=d_conv, expand=expand, dt_rank=dt_rank,
                      backend=backend, random_state=seed)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +20,16 @@ from seqprob.core.contract import SequenceModel, State
 from seqprob.core.persist import Persistable, register
 from seqprob.core.scan import (
     BACKENDS,
+    block_step_backend,
     selective_scan_unchecked,
     selective_state_update_unchecked,
 )
 from seqprob.core.validation import check_choice, check_float, check_int, check_shape
 from seqprob.kernels.limits import SCAN_MAX_STATE
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
+
+if TYPE_CHECKING:
+    from seqprob.kernels.cpu_step import BlockStepWeights
 
 
 @dataclasses.dataclass
@@ -39,6 +43,11 @@ class MambaState(State):
 def inverse_softplus(y: Tensor) -> Tensor:
     """``x`` with ``softplus(x) = y`` (``y > 0``), stable for small ``y``."""
     return y + torch.log(-torch.expm1(-y))
+
+
+def _wide(x: Tensor) -> Tensor:
+    """``x`` in the scan's compute dtype: fp32, or fp64 for an fp64 block."""
+    return x.to(torch.promote_types(torch.float32, x.dtype))
 
 
 @register
@@ -94,6 +103,7 @@ class Mamba(SequenceModel, Persistable):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self._expected: dict[int, MambaState] = {}   # meta-device states for checked_state
         self._a_cache: tuple[tuple, Tensor] | None = None   # A for generation (no autograd)
+        self._step_cache: tuple[tuple, BlockStepWeights] | None = None   # the fused step's
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -123,10 +133,10 @@ class Mamba(SequenceModel, Persistable):
         """``A = -exp(A_log)`` (fp32 or wider), computed once per parameter version when no
         gradient is recorded (token-by-token generation)."""
         if torch.is_grad_enabled():
-            return -torch.exp(self.A_log.float())
+            return -torch.exp(_wide(self.A_log))
         key = (self.A_log._version, self.A_log.data_ptr(), self.A_log.device)
         if self._a_cache is None or self._a_cache[0] != key:
-            self._a_cache = (key, -torch.exp(self.A_log.float()))
+            self._a_cache = (key, -torch.exp(_wide(self.A_log)))
         return self._a_cache[1]
 
     def _delta_b_c(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -185,12 +195,12 @@ class Mamba(SequenceModel, Persistable):
         window = torch.cat([history, xs], dim=1)                                  # (B K-1+L Di)
         u = F.silu(self._conv(window))                                            # (B L Di)
         delta, b, c = self._delta_b_c(u)                                          # (B L Di/N)
-        bias, softplus = self.dt_proj.bias.float(), True
+        bias, softplus = _wide(self.dt_proj.bias), True
         if mask is not None:       # delta = 0 at padding: exp(0 A) = 1 and no input
             delta = F.softplus(delta + bias) * mask[..., None].to(delta.dtype)
             bias, softplus = None, False
         out = selective_scan_unchecked(
-            u.mT, delta.mT, self._a(), b.mT, c.mT, self.D.float(),
+            u.mT, delta.mT, self._a(), b.mT, c.mT, _wide(self.D),
             z=z.mT, delta_bias=bias, delta_softplus=softplus,
             initial_state=None if state is None else state.ssm,
             return_last_state=with_state, backend=self.backend)                  # (B Di L)
@@ -206,10 +216,73 @@ class Mamba(SequenceModel, Persistable):
         self._check_dtype(x_t, "x_t")
         return self.step_unchecked(x_t, self.checked_state(state, x_t.shape[0]))
 
+    def step_backend(self, x_t: Tensor, state: MambaState) -> str:
+        """Which step :meth:`step_unchecked` runs: ``"cpu"``, the fused numba block step
+        (:func:`~seqprob.kernels.cpu_step.mamba_block_step_cpu`), for CPU tensors in fp32 or
+        fp64 (input, parameters and both states in one dtype) when no gradient is recorded and
+        the block's ``backend`` is ``"auto"`` or ``"cpu"``; ``"reference"``, the torch ops of
+        :meth:`_step_torch` around ``selective_state_update`` (with the block's backend),
+        otherwise."""
+        dtype = x_t.dtype
+        if (dtype not in (torch.float32, torch.float64) or state.conv.dtype != dtype
+                or state.ssm.dtype != dtype):
+            return "reference"
+        grad = torch.is_grad_enabled() and (
+            x_t.requires_grad or any(p.requires_grad for p in self._step_params()))
+        return block_step_backend(self.backend, x_t, grad)
+
     def step_unchecked(self, x_t: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
-        """:meth:`step` on checked inputs: the convolution window in torch, the SSM update by
-        :func:`~seqprob.core.scan.selective_state_update_unchecked` on a copy of the state
-        (the caller's state is never modified)."""
+        """:meth:`step` on checked inputs, by the path :meth:`step_backend` picks; the
+        caller's state is never modified (the returned state is new)."""
+        if self.step_backend(x_t, state) == "cpu":
+            return self._step_fused(x_t, state)
+        return self._step_torch(x_t, state)
+
+    def _step_params(self) -> list[Tensor]:
+        """Every parameter of the block, read from the modules' ``_parameters`` dicts (a
+        fifth of ``parameters()``' cost, which matters once per layer and token)."""
+        mods = self._modules
+        return [p for params in (self._parameters, *(mods[name]._parameters for name in (
+                    "in_proj", "conv1d", "x_proj", "dt_proj", "out_proj")))
+                for p in params.values() if p is not None]
+
+    def _step_weights(self) -> BlockStepWeights:
+        """The fused step's weights in the parameters' dtype, prepared once per parameter
+        version (keyed on every parameter's ``_version`` and storage, so an optimizer step or
+        ``load_state_dict`` between generations is seen)."""
+        key = tuple((p._version, p.data_ptr(), p.dtype) for p in self._step_params())
+        if self._step_cache is None or self._step_cache[0] != key:
+            from seqprob.kernels.cpu_step import block_step_weights  # numba loads lazily
+            a = -torch.exp(self.A_log.detach().to(self.D.dtype))
+            self._step_cache = (key, block_step_weights(
+                self.in_proj, self.conv1d, self.x_proj, self.dt_proj, a, self.D,
+                self.out_proj, self.D.dtype))
+        return self._step_cache[1]
+
+    def _step_fused(self, x_t: Tensor, state: MambaState,
+                    norm: tuple[Tensor, float] | None = None, residual: bool = False
+                    ) -> tuple[Tensor, MambaState]:
+        """The ``"cpu"`` step: the whole block in one numba call (``norm``, ``residual``: see
+        :meth:`step_residual_unchecked`)."""
+        from seqprob.kernels.cpu_step import mamba_block_step_cpu
+        y, conv, ssm = mamba_block_step_cpu(x_t, state.conv, state.ssm, self._step_weights(),
+                                            norm, residual)
+        return y, MambaState(conv=conv, ssm=ssm)
+
+    def step_residual_unchecked(self, h: Tensor, state: MambaState, norm_weight: Tensor,
+                                eps: float) -> tuple[Tensor, MambaState]:
+        """A pre-norm residual layer's step, ``h + block(rms_norm(h) * norm_weight)``
+        ``(B, d_model)``, on checked inputs: one numba call on the ``"cpu"`` step path (the
+        norm and the residual inside it; language-model generation), torch ops otherwise."""
+        if self.step_backend(h, state) == "cpu":
+            return self._step_fused(h, state, (norm_weight, eps), residual=True)
+        y, state = self._step_torch(F.rms_norm(h, norm_weight.shape, norm_weight, eps), state)
+        return h + y, state
+
+    def _step_torch(self, x_t: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """The ``"reference"`` step, the fused step's twin: the convolution window in torch,
+        the SSM update by :func:`~seqprob.core.scan.selective_state_update_unchecked` on a
+        copy of the state."""
         xs, z = self.in_proj(x_t).chunk(2, dim=-1)                                # (B Di)
         window = torch.cat([state.conv.to(xs.dtype), xs[..., None]], dim=-1)     # (B Di K)
         u = torch.linalg.vecdot(window, self.conv1d.weight[:, 0])                 # (B Di)
@@ -217,6 +290,6 @@ class Mamba(SequenceModel, Persistable):
         delta, b, c = self._delta_b_c(u)                                          # (B Di/N)
         ssm = state.ssm.clone()
         y = selective_state_update_unchecked(
-            ssm, u, delta, self._a(), b, c, self.D.float(), z,
-            self.dt_proj.bias.float(), dt_softplus=True, backend=self.backend)   # (B Di)
+            ssm, u, delta, self._a(), b, c, _wide(self.D), z,
+            _wide(self.dt_proj.bias), dt_softplus=True, backend=self.backend)   # (B Di)
         return self.out_proj(y), MambaState(conv=window[..., 1:], ssm=ssm)
