@@ -212,6 +212,26 @@ def test_bad_input_raises(args, match):
         inference.forward_backward(**kwargs)
 
 
+@pytest.mark.parametrize("entry", ["map_decode", "sample_posterior", "forward_backward",
+                                   "forward_filter", "viterbi", "path_log_prob"])
+def test_public_entries_check_their_inputs_once(entry, monkeypatch):
+    calls = []
+    check = inference._check_inputs
+    monkeypatch.setattr(inference, "_check_inputs",
+                        lambda *args: calls.append(1) or check(*args))
+    log_init, log_trans, loglik, lengths = _problem()
+    extra = (torch.zeros(loglik.shape[:2], dtype=torch.long),) if entry == "path_log_prob" else ()
+    getattr(inference, entry)(log_init, log_trans, loglik, *extra, lengths)
+    assert len(calls) == 1
+
+
+def test_bad_lengths_in_decoding_and_sampling_raise():
+    log_init, log_trans, loglik, _ = _problem()
+    for fn in (inference.map_decode, inference.sample_posterior):
+        with pytest.raises(ValueError, match="lengths: expected entries in"):
+            fn(log_init, log_trans, loglik, torch.tensor([6, 1, 1]))
+
+
 def test_unknown_method_raises():
     with pytest.raises(ValueError, match="method"):
         inference.forward_filter(torch.zeros(2), torch.zeros(2, 2), torch.zeros(1, 3, 2),
