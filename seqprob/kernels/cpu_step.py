@@ -130,13 +130,67 @@ def block_step_weights(in_proj: nn.Linear, conv1d: nn.Conv1d, x_proj: nn.Linear,
 
 
 @njit(inline="always", **_JIT)
-def _gemv(w, bias, x, out):
-    """``out = w x + bias``: ``w`` (rows, cols) row-major, one unit-stride dot per row."""
+def _gemm(w, bias, x, out):
+    """``out = x w^T + bias``: ``w`` (rows, cols) row-major, ``x`` (batch, cols), ``out``
+    (batch, rows); one unit-stride dot per (row, batch entry), the row read from memory once
+    for the whole batch (generation is bound by streaming the weights)."""
     for j in range(w.shape[0]):
-        s = bias[j] if bias.size else _like(0.0, x[0])
-        for i in range(w.shape[1]):
-            s += w[j, i] * x[i]
-        out[j] = s
+        w_j = w[j]
+        for b in range(x.shape[0]):
+            s = bias[j] if bias.size else _like(0.0, x[0, 0])
+            x_b = x[b]
+            for i in range(w.shape[1]):
+                s += w_j[i] * x_b[i]
+            out[b, j] = s
+
+
+@njit(inline="always", **_JIT)
+def _rms_norm(x, weight, eps, out):
+    """``out[b] = x[b] / rms(x[b]) * weight`` (``eps`` inside the root), rows of ``x``."""
+    for b in range(x.shape[0]):
+        ms = _like(0.0, x[0, 0])
+        for i in range(x.shape[1]):
+            ms += x[b, i] * x[b, i]
+        scale = 1 / math.sqrt(ms / x.shape[1] + eps)
+        for i in range(x.shape[1]):
+            out[b, i] = x[b, i] * scale * weight[i]
+
+
+@njit(inline="always", **_JIT)
+def _conv_silu(conv, conv_w, conv_b, xz, conv_out, u):
+    """The convolution window shifted by the new input ``xz[:, :Di]`` into ``conv_out``, the
+    depthwise convolution, bias and SiLU into ``u`` (batch, Di)."""
+    dim, width = conv_w.shape
+    for b in range(u.shape[0]):
+        for d in range(dim):
+            acc = conv_w[d, width - 1] * xz[b, d]
+            for k in range(width - 1):
+                acc += conv_w[d, k] * conv[b, d, k]
+                conv_out[b, d, k] = conv[b, d, k + 1] if k < width - 2 else xz[b, d]
+            u[b, d] = acc
+        for d in range(dim):
+            u[b, d] = _silu(u[b, d] + conv_b[d] if conv_b.size else u[b, d])
+
+
+@njit(inline="always", **_JIT)
+def _ssm_gate(ssm, dbc, u, xz, dt_proj_t, dt_bias, A, D, ssm_out, step, gated):
+    """dt_proj, softplus, the state update into ``ssm_out``, ``C h + D u`` and the gate
+    ``silu(z)`` into ``gated`` (batch, Di); ``step`` (Di,) is workspace."""
+    rank, nstate = dt_proj_t.shape[0], A.shape[1]
+    dim = A.shape[0]
+    for b in range(u.shape[0]):
+        step[:] = dt_bias
+        for r in range(rank):                                 # dt_proj, over channels
+            w_r, low = dt_proj_t[r], dbc[b, r]
+            for d in range(dim):
+                step[d] += w_r[d] * low
+        for d in range(dim):
+            step[d] = _softplus(step[d])
+        Bv, Cv = dbc[b, rank:rank + nstate], dbc[b, rank + nstate:]
+        for d in range(dim):
+            gated[b, d] = _row_update(ssm[b, d], ssm_out[b, d], A[d], step[d], u[b, d], Bv, Cv)
+        for d in range(dim):
+            gated[b, d] = (gated[b, d] + D[d] * u[b, d]) * _silu(xz[b, dim + d])
 
 
 @njit(**_JIT)
@@ -147,49 +201,23 @@ def _block_step(x, conv, ssm, norm_w, eps, residual, in_w, in_b, conv_w, conv_b,
     ``norm_w`` (M,) (not empty) the block reads ``rms_norm(x) * norm_w`` (``eps`` inside the
     root); with ``residual``, ``y = x + block(...)``. Weights as in ``BlockStepWeights``.
     Loops over channels are unit-stride (vectorized); the state update runs row by row."""
-    dim, width = conv_w.shape
-    rank, nstate = dt_proj_t.shape[0], A.shape[1]
-    xn = np.empty(x.shape[1], dtype=x.dtype)                         # the normed input
-    xz = np.empty(2 * dim, dtype=x.dtype)                            # in_proj: x | z
-    u = np.empty(dim, dtype=x.dtype)                                 # conv, SiLU
-    step = np.empty(dim, dtype=x.dtype)                              # softplus(dt)
-    gated = np.empty(dim, dtype=x.dtype)                             # out_proj's input
-    dbc = np.empty(x_proj.shape[0], dtype=x.dtype)                   # dt_low | B | C
-    for b in range(x.shape[0]):
-        xn[:] = x[b]
-        if norm_w.size:
-            ms = _like(0.0, xn[0])
-            for i in range(xn.shape[0]):
-                ms += xn[i] * xn[i]
-            scale = 1 / math.sqrt(ms / xn.shape[0] + eps)
-            for i in range(xn.shape[0]):
-                xn[i] *= scale * norm_w[i]
-        _gemv(in_w, in_b, xn, xz)
-        for d in range(dim):                                  # window shift and conv
-            acc = conv_w[d, width - 1] * xz[d]
-            for k in range(width - 1):
-                acc += conv_w[d, k] * conv[b, d, k]
-                conv_out[b, d, k] = conv[b, d, k + 1] if k < width - 2 else xz[d]
-            u[d] = acc
-        for d in range(dim):
-            v = u[d] + conv_b[d] if conv_b.size else u[d]
-            u[d] = _silu(v)
-        _gemv(x_proj, x_proj[:0, 0], u, dbc)
-        step[:] = dt_bias
-        for r in range(rank):                                 # dt_proj, over channels
-            w_r, low = dt_proj_t[r], dbc[r]
-            for d in range(dim):
-                step[d] += w_r[d] * low
-        for d in range(dim):
-            step[d] = _softplus(step[d])
-        Bv, Cv = dbc[rank:rank + nstate], dbc[rank + nstate:]
-        for d in range(dim):                                  # the state update
-            gated[d] = _row_update(ssm[b, d], ssm_out[b, d], A[d], step[d], u[d], Bv, Cv)
-        for d in range(dim):                                  # skip term and gate
-            gated[d] = (gated[d] + D[d] * u[d]) * _silu(xz[dim + d])
-        _gemv(out_w, out_b, gated, y[b])
-        if residual:
-            y[b] += x[b]
+    batch, dim = x.shape[0], A.shape[0]
+    if norm_w.size:
+        xn = np.empty_like(x)
+        _rms_norm(x, norm_w, eps, xn)
+    else:
+        xn = x
+    xz = np.empty((batch, 2 * dim), dtype=x.dtype)                   # in_proj: x | z
+    u = np.empty((batch, dim), dtype=x.dtype)                        # conv, SiLU
+    dbc = np.empty((batch, x_proj.shape[0]), dtype=x.dtype)          # dt_low | B | C
+    gated = np.empty((batch, dim), dtype=x.dtype)                    # out_proj's input
+    _gemm(in_w, in_b, xn, xz)
+    _conv_silu(conv, conv_w, conv_b, xz, conv_out, u)
+    _gemm(x_proj, x_proj[:0, 0], u, dbc)
+    _ssm_gate(ssm, dbc, u, xz, dt_proj_t, dt_bias, A, D, ssm_out, np.empty(dim, x.dtype), gated)
+    _gemm(out_w, out_b, gated, y)
+    if residual:
+        y += x
 
 
 def _np(x: Tensor) -> np.ndarray:
