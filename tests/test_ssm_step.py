@@ -4,6 +4,9 @@ them, the weight cache, and the fp32 exp/softplus helpers the CPU kernels share.
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +140,19 @@ def test_weight_cache_follows_parameter_updates():
     state64 = MambaState(conv=state.conv.double(), ssm=state.ssm.double())
     _assert_steps_agree(block.step(x.double(), state64), block._step_torch(x.double(), state64),
                         torch.float64)
+
+
+@torch.no_grad()
+def test_pickles_and_copies_leave_the_step_cache_out():
+    block = _block(torch.float32, d_model=64)
+    state, x = _random_state(block, 1, torch.float32), torch.randn(1, 64)
+    size = len(pickle.dumps(block))
+    want = block.step(x, state)
+    assert block._step_cache is not None
+    assert len(pickle.dumps(block)) < 1.05 * size
+    for other in (copy.deepcopy(block), pickle.loads(pickle.dumps(block))):
+        assert other._step_cache is None
+        _assert_steps_agree(other.step(x, state), want, torch.float32)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -108,6 +108,11 @@ class Mamba(SequenceModel, Persistable):
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and deep copies leave the generation caches out (the fused step's holds a
+        copy of every weight); they are rebuilt on the next step."""
+        return {**self.__dict__, "_a_cache": None, "_step_cache": None}
+
     def init_state(self, batch_size: int, *, device: Any = None, dtype: Any = None
                    ) -> MambaState:
         device = device or self.D.device
