@@ -103,7 +103,7 @@ class Mamba(SequenceModel, Persistable):
         self.D = nn.Parameter(torch.ones(self.d_inner))
         self._expected: dict[int, MambaState] = {}   # meta-device states for checked_state
         self._a_cache: tuple[tuple, Tensor] | None = None   # A for generation (no autograd)
-        self._step_cache: tuple[tuple, BlockStepWeights] | None = None   # the fused step's
+        self._step_cache: tuple[tuple, BlockStepWeights] | None = None   # fused step weights
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
@@ -279,7 +279,8 @@ class Mamba(SequenceModel, Persistable):
         """A pre-norm residual layer's step, ``h + block(rms_norm(h) * norm_weight)``
         ``(B, d_model)``, on checked inputs: one numba call on the ``"cpu"`` step path (the
         norm and the residual inside it; language-model generation), torch ops otherwise."""
-        if self.step_backend(h, state) == "cpu":
+        norm_grad = torch.is_grad_enabled() and norm_weight.requires_grad
+        if not norm_grad and self.step_backend(h, state) == "cpu":
             return self._step_fused(h, state, (norm_weight, eps), residual=True)
         y, state = self._step_torch(F.rms_norm(h, norm_weight.shape, norm_weight, eps), state)
         return h + y, state
