@@ -12,10 +12,10 @@ update, ``y = C h + D u`` and the gate ``y * silu(z)``. Generation runs this onc
 and token, so the ~12 small torch ops it replaces (tens of microseconds each) were most of
 the step's time at d_model 256.
 
-Decays use the vectorized fp32 exp of ``seqprob.kernels.cpu`` (it overflows to inf past
-ln(FLT_MAX), so a growing mode outside Mamba's parametrization gives inf, which the checked
-op refuses). Sequential: at generation sizes (a few thousand rows of N = 16) the work is tens
-of microseconds, less than waking a thread pool. Inputs arrive validated.
+Decays use the vectorized fp32 exp of ``seqprob.kernels.cpu`` (it overflows to inf just
+below ln(FLT_MAX), so a growing mode outside Mamba's parametrization gives inf, which the
+checked op refuses). Sequential: at generation sizes (a few thousand rows of N = 16) the
+work is tens of microseconds, less than waking a thread pool. Inputs arrive validated.
 """
 
 from __future__ import annotations
