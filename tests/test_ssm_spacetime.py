@@ -13,7 +13,7 @@ from seqprob.core.persist import save_checkpoint
 from seqprob.ssm import S4D, CompanionSSM, SpaceTime
 from seqprob.ssm.conv_kernels import companion_matrix
 from seqprob.ssm.lti import impulse_response
-from seqprob.ssm.spacetime import preprocessing_taps
+from seqprob.ssm.spacetime import MaskDropout, preprocessing_taps
 
 
 def test_preprocessing_taps():
@@ -68,16 +68,18 @@ def test_normalized_companion_is_stable_even_with_unit_circle_eigenvalues():
     torch.testing.assert_close(layer.kernel(10), impulse_response(trans, b, c, 10))
 
 
+@pytest.mark.parametrize(("lookback", "length", "d_state"), [(12, 12, 5), (12, 9, 5), (4, 3, 6)])
 @torch.no_grad()
-def test_closed_loop_decoder_equals_explicit_rollout():
-    model = SpaceTime(2, 12, 7, d_model=4, d_state=5, n_heads=2, random_state=0).double().eval()
-    x = torch.randn(2, 12, 2, dtype=torch.float64)
+def test_closed_loop_decoder_equals_explicit_rollout(lookback, length, d_state):
+    model = SpaceTime(2, lookback, 7, d_model=4, d_state=d_state, n_heads=2,
+                      random_state=0).double().eval()
+    x = torch.randn(2, length, 2, dtype=torch.float64)
     out = model(x)
     a, b, c, k = model.decoder.system()
     a = companion_matrix(a)
-    state = torch.zeros(2, 4, 5, dtype=torch.float64)
+    state = torch.zeros(2, 4, d_state, dtype=torch.float64)
     opens, inputs = [], []
-    for t in range(12):
+    for t in range(length):
         state = (a @ state[..., None])[..., 0] + b * out.encoded[:, t, :, None]
         opens.append((c * state).sum(-1))
         inputs.append((k * state).sum(-1))
@@ -200,3 +202,12 @@ def test_spacetime_reaches_the_ar_noise_floor(p, one_thread):
         err_s4d = _s4d_step(s4d, test, train=False).item()
     print(f"AR({p}): SpaceTime one-step MSE {err:.3f}, S4D {err_s4d:.3f}, floor 1.0")
     assert err <= 1.1
+
+
+def test_mask_dropout_matches_inverted_dropout():
+    drop = MaskDropout(0.25)
+    x = torch.ones(200_000)
+    y = drop(x)
+    assert abs((y == 0).float().mean().item() - 0.25) < 0.005
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    torch.testing.assert_close(drop.eval()(x), x)

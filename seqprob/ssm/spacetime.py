@@ -49,7 +49,7 @@ from seqprob.ssm.conv_kernels import (
     l1_normalized,
 )
 from seqprob.ssm.layers import CompanionSSM
-from seqprob.ssm.lti import DenseTransition, fft_conv, state_response
+from seqprob.ssm.lti import DenseTransition, fft_conv
 
 # The reference's first block: differencing of orders 0-3 and moving-average residuals (it
 # draws 64 windows at random from [4, 64); these four spread over that range).
@@ -80,6 +80,20 @@ def preprocessing_bank(preprocess: tuple[str, ...], d_model: int) -> Tensor:
     width = max(len(t) for t in taps)
     bank = torch.stack([F.pad(t, (0, width - len(t))) for t in taps])             # (P W)
     return bank[torch.arange(d_model) % len(taps)]                                # (H W)
+
+
+class MaskDropout(nn.Module):
+    """Inverted dropout with a mask from ``rand_like``: ``nn.Dropout``'s distribution at about
+    half its CPU time (its ``bernoulli_`` is the slow part)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * ((torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p)))
 
 
 class RepeatEmbedding(nn.Module):
@@ -117,7 +131,7 @@ class EncoderBlock(nn.Module):
                     else CompanionSSM(d_model, taps.shape[-1], l_max=l_max, taps=taps))
         self.ssm = CompanionSSM(d_model, d_state, l_max=l_max, n_heads=n_heads,
                                 random_state=seed)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(d_model, d_model))
+        self.mlp = nn.Sequential(nn.GELU(), MaskDropout(dropout), nn.Linear(d_model, d_model))
 
     def forward(self, h: Tensor, pre_state: State | None, state: State | None
                 ) -> tuple[Tensor, State | None, State]:
@@ -221,25 +235,45 @@ class ClosedLoopDecoder(nn.Module):
 
     def forward(self, z: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor]:
         """``z`` ``(B, L, H)`` -> open-loop ``C x_t`` ``(B, L, H)``, ``K x_t`` ``(B, L, H)``
-        and the closed-loop forecast ``(B, horizon, H)``.
+        and the closed-loop forecast ``C (A + BK)^j x_L``, ``j < horizon``, ``(B, horizon,
+        H)``.
 
-        Everything is built from one ``I - A^l_max``: the kernels of ``C``, ``K`` (folded,
-        ``C (I - A^l_max)``) and of the state coordinates (``x_L = sum_t A^{L-1-t} b u_t``
-        from those) by the companion FFT algorithm."""
+        One ``I - A^l_max`` folds ``C``, ``K`` and ``e_d`` for the companion FFT algorithm;
+        the final state comes from the last state coordinate (see :func:`_final_state`)."""
         u = z.mT                                                                  # (B H L)
         length = u.shape[-1]
         a, b, c, k = self.system()
         fold = companion_fold(a, self.max_length)                                 # (H d d)
         outs = torch.einsum("ohi,hij->ohj", torch.stack([c, k]), fold)           # (2 H d)
-        rows = fold.transpose(0, 1)                                               # (d H d)
-        kernels = companion_kernel(a, b, torch.cat([outs, rows]), self.max_length)
-        kernels = kernels[..., :length]                                         # (2+d H L)
+        rows = torch.cat([outs, fold[None, :, -1]])                               # (3 H d)
+        kernels = companion_kernel(a, b, rows, self.max_length)[..., :length]     # (3 H L)
         y_open, u_next = fft_conv(u[:, None], kernels[:2]).unbind(1)              # (B H L)
-        x_last = torch.einsum("dhl,bhl->bhd", kernels[2:].flip(-1), u)            # (B H d)
+        x_last = _final_state(a, b, kernels[2], u)                                # (B H d)
         loop = DenseTransition(companion_matrix(a) + b[:, :, None] * k[:, None, :])  # A + BK
-        ahead = state_response(loop, c, x_last, horizon - 1)                      # (B H h-1)
-        forecast = torch.cat([y_open[..., -1:], ahead], dim=-1)                   # (B H h)
-        return y_open.mT, u_next.mT, forecast.mT
+        ahead = loop.transpose().krylov(c, horizon)                               # (H d h)
+        forecast = torch.einsum("hdj,bhd->bjh", ahead, x_last)                    # (B h H)
+        return y_open.mT, u_next.mT, forecast
+
+
+def _final_state(a: Tensor, b: Tensor, last: Tensor, u: Tensor) -> Tensor:
+    """The companion system's state after ``u`` ``(B, H, L)`` from zero, ``(B, H, d)``, from
+    the kernel ``last`` ``(H, L)`` of its last coordinate ``s_t = x_{t, d-1}``.
+
+    ``A``'s shift gives ``x_{t,i} = x_{t-1,i-1} + a_i s_{t-1} + b_i u_t``, so ``x_{L-1,i} =
+    sum_{j <= i} a_{i-j} s_{L-2-j} + b_{i-j} u_{L-1-j}``: two triangular Toeplitz products
+    with the last ``d`` values of ``s = last * u`` and of ``u`` — ``O(B H d (d + L))``
+    instead of the ``d`` state-coordinate kernels."""
+    d, length = a.shape[-1], u.shape[-1]
+    reach = F.pad(last.flip(-1), (0, d + 1)).unfold(-1, length, 1)[:, 1:d + 1]   # (H d L)
+    s_past = torch.einsum("hjl,bhl->bhj", reach, u)                  # s_{L-2-j}  (B H d)
+    u_past = F.pad(u, (d, 0))[..., -d:].flip(-1)                     # u_{L-1-j}  (B H d)
+    i = torch.arange(d, device=a.device)
+    lag = i[:, None] - i[None, :]                                                 # (d d)
+    lower = lag >= 0
+    toeplitz_a = torch.where(lower, a[:, lag.clamp_min(0)], 0)                    # (H d d)
+    toeplitz_b = torch.where(lower, b[:, lag.clamp_min(0)], 0)
+    return (torch.einsum("hij,bhj->bhi", toeplitz_a, s_past)
+            + torch.einsum("hij,bhj->bhi", toeplitz_b, u_past))
 
 
 @dataclasses.dataclass
@@ -294,7 +328,7 @@ class SpaceTime(Persistable):
                                             n_heads=n_heads, dropout=dropout)
             self.decoder = ClosedLoopDecoder(d_model, d_state, lookback,
                                              None if seed is None else seed + 1000)
-            self.head = nn.Sequential(nn.GELU(), nn.Dropout(dropout),
+            self.head = nn.Sequential(nn.GELU(), MaskDropout(dropout),
                                       nn.Linear(d_model, d_output))
 
     def get_config(self) -> dict[str, Any]:
