@@ -74,6 +74,8 @@ def neural(backbone: str):
     def configs(quiet: bool, ssm_budget: str):
         table = SSM_FULL_SETUP if ssm_budget == "full" else {}
         setup = dict(table.get(backbone, NEURAL.get(backbone, DEFAULT_NEURAL)))
+        if ssm_budget.isdigit() and backbone in SSM_BACKBONE_NAMES:  # full, at most N epochs
+            setup = {**SSM_FULL_SETUP[backbone], "max_epochs": int(ssm_budget)}
         rates = setup.pop("rates")
         return [NeuralForecaster(backbone, learning_rate=rate, verbose=not quiet, **setup)
                 for rate in rates]
@@ -144,12 +146,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="append each result as a JSON line to this file")
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--ssm-budget", choices=("full", "cpu"), default="full",
-                        help="state-space backbones: full passes with early stopping (default) "
-                             "or the old 4 x 100-batch CPU budget")
+    parser.add_argument("--ssm-budget", default="full",
+                        help="state-space backbones: 'full' passes with early stopping (default, "
+                             "at most 6 epochs), a number N (the same, at most N epochs) or "
+                             "'cpu' (the old 4 x 100-batch budget)")
     parser.add_argument("--report", nargs="+", metavar="JSONL",
                         help="only print the table of earlier --out files")
     args = parser.parse_args()
+    if args.ssm_budget not in ("full", "cpu") and not args.ssm_budget.isdigit():
+        parser.error(f"--ssm-budget: expected 'full', 'cpu' or a number of epochs, got "
+                     f"{args.ssm_budget!r}")
     if args.report:
         rows = [json.loads(line) for path in args.report for line in Path(path).read_text(
         ).splitlines() if line.strip()]
