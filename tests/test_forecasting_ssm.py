@@ -10,7 +10,8 @@ from seqprob.forecasting import Naive, NeuralForecaster
 from seqprob.forecasting import metrics as M
 from seqprob.forecasting.backbones import SSM_BACKBONE_NAMES, backbone_class
 
-SMALL = {"spacetime": {"d_model": 8, "d_state": 8, "n_layers": 1},
+SMALL = {"spacetime": {"d_model": 6, "d_state": 8, "n_heads": 2, "dropout": 0.0,
+                       "preprocess": ("diff0", "diff1", "ma3")},
          "mamba": {"d_model": 8, "d_state": 4, "n_layers": 1},
          "s4": {"d_model": 8, "d_state": 8, "n_layers": 1},
          "s4d": {"d_model": 8, "d_state": 8, "n_layers": 1}}

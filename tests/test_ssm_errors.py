@@ -102,7 +102,7 @@ def test_language_model_bad_ids():
 
 
 def test_spacetime_bad_input():
-    model = SpaceTime(2, 16, 4, d_model=8, d_state=4, n_layers=1, random_state=0)
+    model = SpaceTime(2, 16, 4, d_model=8, d_state=4, n_heads=2, random_state=0)
     with pytest.raises(ValueError, match=r"x: expected a length <= 16 \(the configured "
                                          r"maximum, lookback\)"):
         model(torch.randn(1, 17, 2))
@@ -118,9 +118,19 @@ def test_spacetime_bad_input():
         SpaceTime(2, 16, 4, preprocess=("log",))
     with pytest.raises(ValueError, match="loss_weights"):
         SpaceTime(2, 16, 4, loss_weights=(1.0, 1.0))
+    with pytest.raises(ValueError, match=r"d_model: expected a multiple of d_input=3 with "
+                                         r"embedding='repeat'.*got 128; use embedding='linear'"):
+        SpaceTime(3, 16, 4)
+    assert SpaceTime(3, 16, 4, embedding="linear").encoder.embed.out_features == 128
+    with pytest.raises(ValueError, match=r"n_heads: expected a divisor of d_model=12"):
+        SpaceTime(1, 16, 4, d_model=12, n_heads=8)
+    with pytest.raises(ValueError, match="embedding"):
+        SpaceTime(1, 16, 4, embedding="conv")
+    with pytest.raises(ValueError, match="n_layers"):
+        SpaceTime(1, 16, 4, n_layers=0)
 
 
-EMPTY_CASES = {**LAYERS, "spacetime-encoder": lambda: SpaceTimeEncoder(4, 6, 4, 2, 16,
+EMPTY_CASES = {**LAYERS, "spacetime-encoder": lambda: SpaceTimeEncoder(4, 8, 4, 2, 16,
                                                                        ("diff1",), 0)}
 
 

@@ -10,21 +10,25 @@ from torch import Tensor, nn
 from seqprob.core.validation import check_int
 from seqprob.ssm import S4, S4D, Mamba, SpaceTime
 from seqprob.ssm.checks import check_sequence
+from seqprob.ssm.spacetime import PUBLISHED_PREPROCESS
 
 
 class SpaceTimeBackbone(nn.Module):
-    """The SpaceTime network: its closed-loop decoder forecasts the horizon; in training its
-    open-loop next-step and next-input terms join the loss (``forward_with_loss``)."""
+    """The SpaceTime network (defaults: the reference's ETT configuration, width 128); its
+    closed-loop decoder forecasts the horizon; in training its open-loop next-step and
+    next-input terms join the loss (``forward_with_loss``)."""
 
     def __init__(self, lookback: int, horizon: int, n_channels: int, n_outputs: int = 1, *,
-                 d_model: int = 64, d_state: int = 64, n_layers: int = 2,
-                 preprocess: tuple[str, ...] | list[str] = ("diff1", "ma4"),
-                 random_state: int | None = 0):
+                 d_model: int = 128, d_state: int = 64, n_layers: int = 1, n_heads: int = 8,
+                 embedding: str = "repeat",
+                 preprocess: tuple[str, ...] | list[str] = PUBLISHED_PREPROCESS,
+                 dropout: float = 0.25, random_state: int | None = 0):
         super().__init__()
         self.horizon, self.n_channels, self.n_outputs = horizon, n_channels, n_outputs
         self.net = SpaceTime(n_channels, lookback, horizon, d_output=n_channels * n_outputs,
                              d_model=d_model, d_state=d_state, n_layers=n_layers,
-                             preprocess=tuple(preprocess), random_state=random_state)
+                             n_heads=n_heads, embedding=embedding, preprocess=tuple(preprocess),
+                             dropout=dropout, random_state=random_state)
 
     def _split(self, y: Tensor) -> Tensor:
         return y.reshape(*y.shape[:2], self.n_channels, self.n_outputs)  # (B, T, C, O)

@@ -249,60 +249,111 @@ def companion_kernel(a: Tensor, b: Tensor, c_tilde: Tensor, length: int) -> Tens
     return torch.fft.irfft(transfer, n=length)
 
 
-class CompanionKernel(nn.Module):
-    """SpaceTime's companion SSM kernel for lengths ``<= l_max``; parameters ``a_raw`` (the
-    last column, normalized), ``b``, ``C~ = C (I - A^l_max)``. With ``taps`` given, a fixed
-    FIR filter (``a = 0``, ``b = e_1``, ``C = taps``): the preprocessing SSMs (differencing,
-    moving average residuals)."""
+def companion_last_column(a_raw: Tensor, l_max: int) -> Tensor:
+    """The last column of SpaceTime's companion ``A`` from its raw parameter ``(..., d)``.
 
-    def __init__(self, d_model: int, d_state: int = 64, *, l_max: int = 1024,
+    As the reference normalizes it, ``a_raw / ||a_raw||_1`` (``||.||_1`` clamped at 1e-4):
+    every eigenvalue of the companion matrix then lies in the closed unit disk. Unit-modulus
+    eigenvalues (any ``a`` of one sign has the eigenvalue 1) make ``I - A^l_max`` singular,
+    so ``A`` is also scaled by ``rho = 2^(-1 / l_max)``: ``rho A`` is similar (by ``T =
+    diag(rho^i)``) to the companion matrix with last column ``a_i rho^(d - i)``, which this
+    returns — every eigenvalue of ``A^l_max`` then has modulus ``<= 1/2``.
+    """
+    d = a_raw.shape[-1]
+    rho = 0.5 ** (1.0 / l_max)
+    powers = rho ** torch.arange(d, 0, -1, dtype=a_raw.dtype, device=a_raw.device)  # (d)
+    return a_raw / a_raw.abs().sum(-1, keepdim=True).clamp_min(1e-4) * powers
+
+
+def l1_normalized(x: Tensor) -> Tensor:
+    """``x / ||x||_1`` over the last axis (clamped at 1e-4): the reference's ``norm_order=1``
+    for the closed-loop ``B``, ``C`` and ``K``."""
+    return x / x.abs().sum(-1, keepdim=True).clamp_min(1e-4)
+
+
+def companion_fold(a: Tensor, l_max: int) -> Tensor:
+    """``I - A^l_max`` for the companion matrices of ``a`` ``(H, d)``: ``(H, d, d)``."""
+    mat = companion_matrix(a)
+    eye = torch.eye(mat.shape[-1], dtype=mat.dtype, device=mat.device)
+    return eye - torch.linalg.matrix_power(mat, l_max)
+
+
+class CompanionKernel(nn.Module):
+    """SpaceTime's companion SSM kernel for lengths ``<= l_max``: ``d_model / n_heads``
+    kernels, each shared by ``n_heads`` consecutive channels (the reference's heads).
+
+    Parameters per kernel: ``a_raw`` (the last column before :func:`companion_last_column`),
+    ``b`` and the folded ``C~ = C (I - A^l_max)``, each ``(d_model / n_heads, d)``. With
+    ``taps`` ``(d_model, d)`` it is a fixed FIR filter (``a = 0``, ``b = e_1``, ``C =
+    taps``; buffers): the preprocessing SSMs (differencing, moving-average residuals)."""
+
+    def __init__(self, d_model: int, d_state: int = 64, *, l_max: int = 1024, n_heads: int = 1,
                  taps: Tensor | None = None, random_state: int | None = None):
         super().__init__()
         check_int(d_model, "d_model", minimum=1)
         _check_state_size(d_state, even=False)
         self.max_length = check_int(l_max, "l_max", minimum=1)
+        self.n_heads = check_int(n_heads, "n_heads", minimum=1)
+        if d_model % n_heads:
+            raise ValueError(f"n_heads: expected a divisor of d_model={d_model} (channels "
+                             f"sharing one kernel), got {n_heads}")
         self.state_size, self.state_dtype = d_state, torch.float32
+        self.fixed = taps is not None
         if taps is not None:
-            if taps.shape != (d_model, d_state):
-                raise ValueError(f"taps: expected shape ({d_model}, {d_state}), got "
-                                 f"{tuple(taps.shape)}")
+            if taps.shape != (d_model, d_state) or n_heads != 1:
+                raise ValueError(f"taps: expected shape ({d_model}, {d_state}) with n_heads=1, "
+                                 f"got {tuple(taps.shape)} with n_heads={n_heads}")
             self.register_buffer("a_raw", torch.zeros(d_model, d_state))
             self.register_buffer("b", torch.eye(d_state)[0].repeat(d_model, 1))
-            self.register_buffer("c_tilde", taps.float().clone())
+            self.register_buffer("c_tilde", taps.float().clone())  # A^d = 0: C~ = C = taps
             return
         gen = _generator(random_state)
-        self.a_raw = nn.Parameter(torch.randn(d_model, d_state, generator=gen) / d_state)
-        self.b = nn.Parameter(torch.randn(d_model, d_state, generator=gen) / math.sqrt(d_state))
-        self.c_tilde = nn.Parameter(torch.randn(d_model, d_state, generator=gen)
-                                    / math.sqrt(d_state))
+        n = d_model // n_heads
+        self.a_raw = nn.Parameter(torch.randn(n, d_state, generator=gen) / d_state)
+        self.b = nn.Parameter(torch.randn(n, d_state, generator=gen) / math.sqrt(d_state))
+        self.c_tilde = nn.Parameter(torch.randn(n, d_state, generator=gen) / math.sqrt(d_state))
 
     @property
     def a(self) -> Tensor:
-        """The last column ``a_raw / (1 + ||a_raw||_1)``: ``||a||_1 < 1`` keeps every eigenvalue
-        of ``A`` inside the unit disk (stable, and ``I - A^l`` invertible)."""
-        return self.a_raw / (1 + self.a_raw.abs().sum(-1, keepdim=True))
+        """The last column of ``A``, ``(d_model / n_heads, d)``; see
+        :func:`companion_last_column`."""
+        return companion_last_column(self.a_raw, self.max_length)
+
+    def _channels(self, x: Tensor, dim: int = 0) -> Tensor:
+        """Per-kernel ``x`` -> per-channel (each kernel repeated ``n_heads`` times)."""
+        return x if self.n_heads == 1 else x.repeat_interleave(self.n_heads, dim)
 
     def forward(self, length: int) -> Tensor:
-        return companion_kernel(self.a, self.b, self.c_tilde, self.max_length)[..., :length]
+        """The kernel ``(d_model, length)``: for fixed taps the taps themselves (padded or
+        cut), else the O(d + l) algorithm over ``l_max`` points."""
+        if self.fixed:
+            width = self.c_tilde.shape[-1]
+            return torch.nn.functional.pad(self.c_tilde, (0, max(0, length - width)))[
+                :, :length]
+        kernel = companion_kernel(self.a, self.b, self.c_tilde, self.max_length)
+        return self._channels(kernel[..., :length])
 
     def fold(self) -> Tensor:
-        """``I - A^l_max``, ``(H, d, d)``."""
-        a = companion_matrix(self.a)
-        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        return eye - torch.linalg.matrix_power(a, self.max_length)                 # (H d d)
+        """``I - A^l_max``, ``(d_model / n_heads, d, d)``."""
+        return companion_fold(self.a, self.max_length)
 
     def unfold(self, c_tilde: Tensor, fold: Tensor | None = None) -> Tensor:
         """``C = C~ (I - A^l_max)^{-1}`` for ``c_tilde`` ``(..., H, d)`` (``fold``: a
         precomputed :meth:`fold`)."""
+        if self.fixed:
+            return c_tilde
         fold = self.fold() if fold is None else fold
         return torch.linalg.solve(fold.mT, c_tilde[..., None])[..., 0]
 
     def krylov(self, length: int, fold: Tensor | None = None) -> Tensor:
-        """``(A^l b)_i`` for ``l < length <= l_max``, ``(d, H, length)``: the kernels of the
-        outputs ``C = e_i`` (folded ``C~ = e_i (I - A^l_max)``, the rows of :meth:`fold`)."""
+        """``(A^l b)_i`` for ``l < length <= l_max``, ``(d, H, length)`` per kernel: the
+        kernels of the outputs ``C = e_i`` (folded ``C~ = e_i (I - A^l_max)``, the rows of
+        :meth:`fold`)."""
         fold = self.fold() if fold is None else fold
         rows = fold.transpose(0, 1)                                                 # (d H d)
         return companion_kernel(self.a, self.b, rows, self.max_length)[..., :length]
 
     def recurrence(self) -> tuple[DenseTransition, Tensor, Tensor]:
-        return DenseTransition(companion_matrix(self.a)), self.b, self.unfold(self.c_tilde)
+        """The per-channel system ``(A (d_model, d, d), b, C)``."""
+        trans = DenseTransition(self._channels(companion_matrix(self.a)))
+        return trans, self._channels(self.b), self._channels(self.unfold(self.c_tilde))

@@ -178,17 +178,19 @@ class S4(LTISSM):
 class CompanionSSM(LTISSM):
     """SpaceTime's companion-matrix SSM layer (no output map: ``y = conv(u, K) + D u``).
 
-    ``taps`` ``(d_model, d_state)`` makes it a fixed FIR filter (preprocessing SSM).
+    ``n_heads`` channels share each companion kernel (``d_model / n_heads`` kernels; ``D``
+    stays per channel). ``taps`` ``(d_model, d_state)`` makes it a fixed FIR filter
+    (preprocessing SSM).
     """
 
-    def __init__(self, d_model: int, d_state: int = 64, *, l_max: int = 1024,
+    def __init__(self, d_model: int, d_state: int = 64, *, l_max: int = 1024, n_heads: int = 1,
                  taps: Tensor | list | None = None, random_state: int | None = None):
         super().__init__(d_model)
         listed = None if taps is None else torch.as_tensor(taps, device="cpu").tolist()
-        self._config = dict(d_model=d_model, d_state=d_state, l_max=l_max, taps=listed,
-                            random_state=random_state)
+        self._config = dict(d_model=d_model, d_state=d_state, l_max=l_max, n_heads=n_heads,
+                            taps=listed, random_state=random_state)
         taps = None if taps is None else torch.as_tensor(taps, dtype=torch.float32)
-        self.kernel = CompanionKernel(d_model, d_state, l_max=l_max, taps=taps,
+        self.kernel = CompanionKernel(d_model, d_state, l_max=l_max, n_heads=n_heads, taps=taps,
                                       random_state=random_state)
         if taps is not None:  # a fixed filter: the taps carry the instantaneous term
             self.D.requires_grad_(False)
