@@ -2,8 +2,8 @@
 Wilson score intervals, and detectors of degenerate outputs.
 
 An output is degenerate when it is not one readable sentence in answer to "write one sentence
-with these words": a bare list of the concepts (nothing but concept forms and function words,
-or a run of three or more concepts joined only by commas and "and"), text running past one
+with these words": a bare list of the concepts (all concepts but one, at least three, in a row,
+joined only by punctuation, "and" or "or"), text running past one
 sentence or one paragraph, text cut off by the token budget before its sentence ends, a loop
 (the same word 4-gram twice), or an echo of the instruction (five consecutive words of it).
 Words are those of :func:`seqprob.control.words.words_of`; concepts match in any inflection.
@@ -18,9 +18,6 @@ from statistics import NormalDist
 
 from seqprob.control.words import inflections, words_of
 
-FUNCTION_WORDS = frozenset(
-    b"a an the and or of with in on at to by for from is are was were be its his her their "
-    b"this that these some while as".split())
 _TERMINAL = re.compile(r"[.!?]+[\"')\]]*")
 _ENDED = re.compile(r"[.!?][\"')\]]*$")
 
@@ -52,18 +49,16 @@ def _forms(concepts: Sequence[str]) -> set[bytes]:
 
 
 def bare_list(text: str, concepts: Sequence[str]) -> bool:
-    """Nothing but concept forms and function words ("Air jumping leg spread."), or a run of
-    ``min(3, len(concepts))`` or more concept forms joined only by commas, "and" or "or"
-    ("... these words: jean, shirt, sidewalk, walk")."""
+    """A run of all concepts but one (at least three) or more concept forms one after
+    another, joined only by punctuation, "and" or "or": the concepts listed ("Air jumping leg spread.",
+    "... these words: jean, shirt, sidewalk, walk") rather than used in a sentence ("A ball
+    thrown by a kid in a bunch of kids." and "... my arms, spreading legs ..." are none)."""
     forms = _forms(concepts)
-    words = words_of(text)
-    if words and all(w in forms or w in FUNCTION_WORDS for w in words):
-        return True
-    run, need = 0, min(3, len(concepts))
-    for piece in re.split(r"[,;:]|\band\b|\bor\b", text.lower()):
-        content = [w for w in words_of(piece) if w not in FUNCTION_WORDS]
-        if content:  # an empty piece (", and") neither extends nor breaks a run
-            run = run + 1 if len(content) == 1 and content[0] in forms else 0
+    run, need = 0, max(3, len(concepts) - 1)
+    for word in words_of(text):
+        if word in (b"and", b"or"):
+            continue
+        run = run + 1 if word in forms else 0
         if run >= need:
             return True
     return False
