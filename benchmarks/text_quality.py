@@ -2,8 +2,8 @@
 Wilson score intervals, and detectors of degenerate outputs.
 
 An output is degenerate when it is not one readable sentence in answer to "write one sentence
-with these words": a bare list of the concepts (all concepts but one, at least three, in a row,
-joined only by punctuation, "and" or "or"), text running past one
+with these words": a bare list of the concepts (nothing but concept forms, or all concepts but one
+in a row joined by commas and "and"), text running past one
 sentence or one paragraph, text cut off by the token budget before its sentence ends, a loop
 (the same word 4-gram twice), or an echo of the instruction (five consecutive words of it).
 Words are those of :func:`seqprob.control.words.words_of`; concepts match in any inflection.
@@ -18,6 +18,7 @@ from statistics import NormalDist
 
 from seqprob.control.words import inflections, words_of
 
+_GLUE = frozenset((b"a", b"an", b"the", b"and"))
 _TERMINAL = re.compile(r"[.!?]+[\"')\]]*")
 _ENDED = re.compile(r"[.!?][\"')\]]*$")
 
@@ -49,16 +50,21 @@ def _forms(concepts: Sequence[str]) -> set[bytes]:
 
 
 def bare_list(text: str, concepts: Sequence[str]) -> bool:
-    """A run of all concepts but one (at least three) or more concept forms one after
-    another, joined only by punctuation, "and" or "or": the concepts listed ("Air jumping leg spread.",
-    "... these words: jean, shirt, sidewalk, walk") rather than used in a sentence ("A ball
-    thrown by a kid in a bunch of kids." and "... my arms, spreading legs ..." are none)."""
+    """The concepts listed instead of used in a sentence: the text is nothing but concept forms
+    (articles and "and" aside: "Clap hands singe song."), or it holds all concepts but one (at
+    least three) in a row, each after a comma, "and" or "or" ("... these words: jean, shirt,
+    sidewalk, walk"). "The bathroom cuts hair with a clipper." is no list."""
     forms = _forms(concepts)
-    run, need = 0, max(3, len(concepts) - 1)
-    for word in words_of(text):
-        if word in (b"and", b"or"):
+    words = words_of(text)
+    if words and all(w in forms or w in _GLUE for w in words):
+        return True
+    run, need, joined = 0, max(3, len(concepts) - 1), False
+    for token in re.findall(rb"[A-Za-z0-9\x80-\xff]+|[,;:]", text.encode().lower()):
+        if token in b",;:" or token in (b"and", b"or"):
+            joined = True
             continue
-        run = run + 1 if word in forms else 0
+        run = (run + 1 if joined and run else 1) if token in forms else 0
+        joined = False
         if run >= need:
             return True
     return False
