@@ -73,10 +73,19 @@ CONCEPT_INSTRUCTION = ("Write one short sentence describing a common everyday sc
                        "all of these words: ")
 
 
-def concept_prompt(lm: LanguageModel, concepts: Sequence[str]) -> str:
+CONCEPT_EXAMPLE = (("coffee", "drink", "garden", "morning"),
+                   "He drinks his coffee in the garden every morning.")
+
+
+def concept_prompt(lm: LanguageModel, concepts: Sequence[str],
+                   examples: Sequence[tuple[Sequence[str], str]] = ()) -> str:
     """The CommonGen instruction for ``concepts`` as a user turn of the LM's chat template
-    (plain text when the tokenizer has none)."""
-    return chat_prompt(lm.tokenizer, CONCEPT_INSTRUCTION + ", ".join(concepts))
+    (plain text when the tokenizer has none), after one earlier exchange per example
+    ``(concepts, sentence)`` (few-shot; e.g. ``[CONCEPT_EXAMPLE]``, whose concept set is none
+    of CommonGen's dev sets)."""
+    history = [(CONCEPT_INSTRUCTION + ", ".join(words), sentence)
+               for words, sentence in examples]
+    return chat_prompt(lm.tokenizer, CONCEPT_INSTRUCTION + ", ".join(concepts), history)
 
 
 def _keyword_lists(keywords, n_prompts: int) -> list[tuple[str, ...]]:
