@@ -18,7 +18,6 @@ from statistics import NormalDist
 
 from seqprob.control.words import inflections, words_of
 
-_GLUE = frozenset((b"a", b"an", b"the", b"and"))
 _TERMINAL = re.compile(r"[.!?]+[\"')\]]*")
 _ENDED = re.compile(r"[.!?][\"')\]]*$")
 
@@ -51,12 +50,12 @@ def _forms(concepts: Sequence[str]) -> set[bytes]:
 
 def bare_list(text: str, concepts: Sequence[str]) -> bool:
     """The concepts listed instead of used in a sentence: the text is nothing but concept forms
-    (articles and "and" aside: "Clap hands singe song."), or it holds all concepts but one (at
-    least three) in a row, each after a comma, "and" or "or" ("... these words: jean, shirt,
-    sidewalk, walk"). "The bathroom cuts hair with a clipper." is no list."""
+    (and "and": "Clap hands singe song."), or it holds all concepts but one (at least three) in
+    a row, each after a comma, "and" or "or" ("... these words: jean, shirt, sidewalk, walk").
+    "A dog throws a frisbee." and "The bathroom cuts hair with a clipper." are no lists."""
     forms = _forms(concepts)
     words = words_of(text)
-    if words and all(w in forms or w in _GLUE for w in words):
+    if words and all(w in forms or w == b"and" for w in words):
         return True
     run, need, joined = 0, max(3, len(concepts) - 1), False
     for token in re.findall(rb"[A-Za-z0-9\x80-\xff]+|[,;:]", text.encode().lower()):
