@@ -145,8 +145,14 @@ def _instruction(concepts: list[str], prompt_name: str) -> str:
     return "\n".join(turns)
 
 
-def tabulate(path: Path, n_sets: int | None = None) -> str:
-    """Part 1's table per prompt, over the sets that every method of that prompt has run."""
+def _markdown(headers, rows) -> str:
+    lines = [headers, ["---"] * len(headers), *rows]
+    return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
+
+
+def tabulate(path: Path, n_sets: int | None = None, markdown: bool = False) -> str:
+    """Part 1's table per prompt, over the sets that every method of that prompt has run
+    (and, with ``n_sets``, among the first ``n_sets``)."""
     rows_by = {}
     for r in _done(path).values():
         rows_by.setdefault(r["prompt"], []).append(r)
@@ -164,7 +170,7 @@ def tabulate(path: Path, n_sets: int | None = None) -> str:
         base = _perplexity(pick["lm"]) if "lm" in pick else None
         table = [_row(m, pick[m], prompt_name, base) for m in methods]
         out.append(f"prompt {prompt_name}, {len(sets)} sets (of the first {max(sets) + 1})\n"
-                   + format_table(["method", "success (95% CI)", "perplexity", "vs lm",
+                   + (_markdown if markdown else format_table)(["method", "success (95% CI)", "perplexity", "vs lm",
                                    "degenerate", "list / run-on / cut / loop / echo",
                                    "distinct-1/2", "s / set"], table))
     return "\n\n".join(out)
@@ -237,6 +243,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="CommonGen concepts JSONL")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", action="store_true", help="tables in Markdown")
     parser.add_argument("--overhead", action="store_true", help="run part 2 instead")
     parser.add_argument("--overhead-tokens", type=int, default=20,
                         help="decoding steps of each overhead run")
@@ -247,7 +254,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sets = concept_sets(args.data)
     if args.sets == 0 and not args.overhead:
-        print(tabulate(args.results))
+        print(tabulate(args.results, markdown=args.markdown))
         return
     lm = load("smollm2-135m")
     tables = _tables(lm, None, verbose=False)
