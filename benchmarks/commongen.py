@@ -34,7 +34,7 @@ EOS disabled so every run makes the same number of steps, batch 1 and 8, median 
 
     PYTHONPATH=. python benchmarks/commongen.py --sets 60 [--prompt one-shot]
         [--methods lm hmm-beam-1s ...] [--budget 1200] [--results FILE] [--data FILE]
-    PYTHONPATH=. python benchmarks/commongen.py --sets 0        # tabulate only
+    PYTHONPATH=. python benchmarks/commongen.py --sets 0 [--table-sets 37] [--markdown]
     PYTHONPATH=. python benchmarks/commongen.py --overhead [--repeats 3]
 """
 
@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true", help="tables in Markdown")
+    parser.add_argument("--table-sets", type=int,
+                        help="tabulate only among the first N sets (default: all run)")
     parser.add_argument("--overhead", action="store_true", help="run part 2 instead")
     parser.add_argument("--overhead-tokens", type=int, default=20,
                         help="decoding steps of each overhead run")
@@ -254,7 +256,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sets = concept_sets(args.data)
     if args.sets == 0 and not args.overhead:
-        print(tabulate(args.results, markdown=args.markdown))
+        print(tabulate(args.results, args.table_sets, markdown=args.markdown))
         return
     lm = load("smollm2-135m")
     tables = _tables(lm, None, verbose=False)
