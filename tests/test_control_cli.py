@@ -1,6 +1,7 @@
 """``seqprob distill`` and ``seqprob generate --keywords/--avoid/--attribute`` on a tiny LM."""
 
 import json
+import re
 
 import pytest
 
@@ -80,6 +81,15 @@ def test_ban_guarantees_absence_and_lines_carry_logprobs(folder, tmp_path):
     for r in (json.loads(line) for line in banned.read_text().splitlines()):
         assert words[0].encode() not in words_of(r["text"])
         assert len(r["logprobs"]) == len(r["token_ids"]) > 0
+
+
+def test_one_sentence_is_guaranteed(folder, hmm_path, tmp_path):
+    out = tmp_path / "out.jsonl"
+    assert main(["generate", "--model", str(folder), "--hmm", str(hmm_path), "--prompt", "ab",
+                 "--one-sentence", "--max-new-tokens", "16", "--output", str(out)]) == 0
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["satisfied"] is True
+    assert re.fullmatch(r"[^\n\r.!?]*[.!?]", record["text"]), record["text"]
 
 
 def test_controlled_lines_carry_logprobs_and_word_limits(folder, hmm_path, tmp_path):

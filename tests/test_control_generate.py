@@ -136,6 +136,31 @@ def test_word_counts_and_suffix_are_guaranteed(lm, hmm):
         generate(lm, prompts, hmm, suffix="")
 
 
+def test_avoid_bans_every_inflection(lm, hmm):
+    # the tiny LM learned "Dogs" and "dog" from its corpus; avoiding "dog" bans both
+    out = generate(lm, ["The", "Dogs are", "A"], hmm, keywords=[["frisbee"]] * 3,
+                   avoid=["dog"], max_new_tokens=24, do_sample=True, random_state=5)
+    assert out.satisfied == [True] * 3
+    for text in out.texts:
+        assert not {b"dog", b"dogs"} & set(words_of(text)), text
+    with pytest.raises(ValueError, match="'dog' is required but avoid bans"):
+        generate(lm, ["a"], hmm, keywords=[["dog"]], avoid=["dog"])
+
+
+@pytest.mark.parametrize("decoding", [{"do_sample": True, "random_state": 4},
+                                      {"num_beams": 3}])
+def test_one_sentence_is_guaranteed(lm, hmm, decoding):
+    import re
+
+    out = generate(lm, ["The", "A", "So"], hmm, keywords=[["dog", "frisbee"]] * 3,
+                   one_sentence=True, max_new_tokens=30, **decoding)
+    assert out.satisfied == [True] * 3
+    for text in out.texts:   # a regular-expression oracle: one line, one final . ! or ?
+        assert re.fullmatch(r"[^\n\r.!?]*[.!?]", text), text
+    with pytest.raises(TypeError, match="one_sentence: expected a bool"):
+        generate(lm, ["a"], hmm, one_sentence="yes")
+
+
 # -- the same control inside transformers' model.generate (seqprob.control.logits_processor) --
 
 PROMPTS = ["The", "A longer prompt"]  # different lengths: the first row is left-padded

@@ -8,10 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprob.control.words import (
+    avoided,
+    avoided_forms,
     banned,
     contains,
     inflections,
     keyword,
+    one_sentence,
     ordered,
     to_bytes,
     word_count,
@@ -57,6 +60,9 @@ CASES = [
     (keyword("dog") & ~contains("cat") & word_count(maximum=6),
      lambda t: (occurs("dog", t) or occurs("dogs", t)) and not occurs("cat", t)
      and count_words(t) <= 6),
+    (avoided("throw", "ice cream"),
+     lambda t: not any(occurs(f, t) for f in ("throw", "throws", "threw", "thrown",
+                                               "throwing", "ice cream"))),
     (contains("dog") | ordered("ice", "cream"),
      lambda t: occurs("dog", t) or in_order(["ice", "cream"], t)),
 ]
@@ -76,6 +82,22 @@ BYTES = [to_bytes(dfa) for dfa, _ in CASES]
 @given(st.integers(0, len(CASES) - 1), texts | st.text(max_size=30))
 def test_byte_dfa_agrees_with_word_dfa(i, text):
     assert BYTES[i].accepts_text(text) == CASES[i][0].accepts_text(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts | st.text(alphabet="ab .!?\n\r", max_size=12))
+def test_one_sentence_matches_a_regular_expression(text):
+    oracle = re.fullmatch(r"[^\n\r.!?]*[.!?]", text) is not None
+    assert one_sentence().accepts_text(text) == oracle
+    assert one_sentence(";").accepts_text(text) == (
+        re.fullmatch(r"[^\n\r;]*;", text) is not None)
+
+
+def test_avoided_forms_inflect_single_words_only():
+    assert {"dog", "dogs"} <= set(avoided_forms("dog"))
+    assert "threw" in avoided_forms("throw", "ice cream")
+    assert "ice cream" in avoided_forms("ice cream")
+    assert "ice creams" not in avoided_forms("ice cream")
 
 
 def test_words_definition():
@@ -106,6 +128,9 @@ def test_not_not_and_de_morgan():
     (lambda: word_count(-1), ValueError, "minimum: expected an integer >= 0"),
     (lambda: inflections(""), ValueError, "word: expected a non-empty word"),
     (lambda: keyword("dog") & 3, TypeError, "other: expected a WordDFA"),
+    (lambda: one_sentence(""), ValueError, "terminals: expected ASCII punctuation"),
+    (lambda: one_sentence("a."), ValueError, "terminals: expected ASCII punctuation"),
+    (lambda: avoided(), TypeError, "words: expected non-empty strings"),
 ])
 def test_bad_constraints_are_refused(make, error, match):
     with pytest.raises(error, match=match):

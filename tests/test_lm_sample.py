@@ -78,6 +78,14 @@ def test_chat_prompt_uses_the_template_when_there_is_one():
     assert chat_prompt(tok, "Describe a kitchen.") == "<|user|>Describe a kitchen.<|assistant|>"
     with pytest.raises(TypeError, match="text"):
         chat_prompt(tok, ["x"])
+    shot = [("Describe a hall.", "Long.")]
+    assert chat_prompt(tok, "Describe a kitchen.", shot) == (
+        "<|user|>Describe a hall.<|assistant|>Long.<|user|>Describe a kitchen.<|assistant|>")
+    tok.chat_template = None
+    assert chat_prompt(tok, "Describe a kitchen.", shot) == (
+        "Describe a hall.\nLong.\nDescribe a kitchen.")
+    with pytest.raises(TypeError, match="history: expected"):
+        chat_prompt(tok, "x", ["a"])
 
 
 def test_the_instruction_set_is_large_and_varied():

@@ -42,18 +42,23 @@ def register(subparsers) -> None:
     parser.add_argument("--length-penalty", type=float, default=1.0,
                         help="beam search: scores are divided by length to this power")
     parser.add_argument("--ban", action="append", default=[], metavar="WORD",
-                        help="never generate this word, in any tokenization (repeatable; "
-                             "guaranteed: tokens that would spell it are masked, no HMM "
-                             "needed; with --keywords/--avoid/--attribute it joins --avoid)")
+                        help="never generate this word, in any inflection or tokenization "
+                             "(repeatable; guaranteed: tokens that would spell it are "
+                             "masked, no HMM needed; with --keywords/--avoid/--attribute "
+                             "it joins --avoid)")
     parser.add_argument("--keywords", action="append", metavar="WORDS",
                         help="comma-separated words that must all appear, in any inflection "
                              "(once for every prompt, or once per prompt in order)")
     parser.add_argument("--avoid", action="append", default=[], metavar="WORD",
-                        help="a word that must not appear, in any tokenization (repeatable; "
+                        help="a word that must not appear in any inflection or tokenization "
+                             "(repeatable; "
                              "guaranteed, steered by the HMM's lookahead)")
     parser.add_argument("--min-words", type=int, help="at least this many words (guaranteed)")
     parser.add_argument("--max-words", type=int, help="at most this many words (guaranteed)")
     parser.add_argument("--suffix", help="the text must end with this string (guaranteed)")
+    parser.add_argument("--one-sentence", action="store_true",
+                        help="the text is one sentence on one line, ending at its first . ! "
+                             "or ? (guaranteed)")
     parser.add_argument("--attribute", action="append", choices=["nontoxic", "positive"],
                         help="steer toward this attribute (TRACE; repeatable)")
     parser.add_argument("--strength", type=float, default=1.0, help="attribute strength")
@@ -83,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=lm.device).manual_seed(args.seed)
     counts = (args.min_words, args.max_words)
     if (args.keywords or args.avoid or args.attribute or args.suffix is not None
-            or counts != (None, None)):
+            or args.one_sentence or counts != (None, None)):
         return _run_controlled(args, lm, prompts, texts, generator)
     processors = [_ban_mask(lm, args.ban, args.max_new_tokens)] if args.ban else []
     with text_output(args.output) as out:
@@ -121,7 +126,7 @@ def _run_controlled(args, lm, prompts, texts, generator) -> int:
     result = controlled(
         lm, texts, hmm, keywords=keywords, avoid=[*args.avoid, *args.ban],
         min_words=args.min_words, max_words=args.max_words, suffix=args.suffix,
-        attributes=args.attribute,
+        one_sentence=args.one_sentence, attributes=args.attribute,
         strength=args.strength, max_new_tokens=args.max_new_tokens, verbose=args.progress,
         do_sample=args.sample, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, num_beams=args.num_beams, length_penalty=args.length_penalty,
@@ -162,11 +167,12 @@ def _read_prompts(path: Path) -> list[str]:
 
 def _ban_mask(lm, words: list[str], max_new_tokens: int):
     """A :class:`~seqprob.control.constrained.DFAMask` that keeps ``words`` out of the text
-    in any tokenization (the banned-words automaton over the LM's tokens)."""
-    from seqprob.control import banned, compile_tokens, to_bytes, token_bytes
+    in any inflection and tokenization (the avoided-words automaton over the LM's tokens, as
+    ``--avoid`` uses it)."""
+    from seqprob.control import avoided, compile_tokens, to_bytes, token_bytes
     from seqprob.control.constrained import DFAMask
 
     eos = lm.eos_token_ids[0] if lm.eos_token_ids else None
-    dfa = compile_tokens(to_bytes(banned(*words)), token_bytes(lm.tokenizer, lm.vocab_size),
+    dfa = compile_tokens(to_bytes(avoided(*words)), token_bytes(lm.tokenizer, lm.vocab_size),
                          eos_token_id=eos)
     return DFAMask(dfa, max_new_tokens=max_new_tokens)

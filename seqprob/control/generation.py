@@ -13,14 +13,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import torch
-
 from seqprob.control.constrained import ConstraintProcessor
 from seqprob.control.defaults import default_attribute, default_hmm
 from seqprob.control.hmm_tables import HMMTables, hmm_tables
 from seqprob.control.tokens import TokenDFA, compile_keywords, compile_tokens, token_bytes
 from seqprob.control.trace import AttributeProcessor, TokenAttribute
-from seqprob.control.words import banned, ends_with, inflections, keyword, to_bytes, word_count
+from seqprob.control.words import (
+    avoided,
+    avoided_forms,
+    ends_with,
+    inflections,
+    keyword,
+    one_sentence,
+    to_bytes,
+    word_count,
+)
 from seqprob.core import LanguageModel
 from seqprob.core.validation import check_int, describe
 from seqprob.hmm import HMM
@@ -66,10 +73,19 @@ CONCEPT_INSTRUCTION = ("Write one short sentence describing a common everyday sc
                        "all of these words: ")
 
 
-def concept_prompt(lm: LanguageModel, concepts: Sequence[str]) -> str:
+CONCEPT_EXAMPLE = (("coffee", "drink", "garden", "morning"),
+                   "He drinks his coffee in the garden every morning.")
+
+
+def concept_prompt(lm: LanguageModel, concepts: Sequence[str],
+                   examples: Sequence[tuple[Sequence[str], str]] = ()) -> str:
     """The CommonGen instruction for ``concepts`` as a user turn of the LM's chat template
-    (plain text when the tokenizer has none)."""
-    return chat_prompt(lm.tokenizer, CONCEPT_INSTRUCTION + ", ".join(concepts))
+    (plain text when the tokenizer has none), after one earlier exchange per example
+    ``(concepts, sentence)`` (few-shot; e.g. ``[CONCEPT_EXAMPLE]``, whose concept set is none
+    of CommonGen's dev sets)."""
+    history = [(CONCEPT_INSTRUCTION + ", ".join(words), sentence)
+               for words, sentence in examples]
+    return chat_prompt(lm.tokenizer, CONCEPT_INSTRUCTION + ", ".join(concepts), history)
 
 
 def _keyword_lists(keywords, n_prompts: int) -> list[tuple[str, ...]]:
@@ -89,10 +105,11 @@ def _keyword_lists(keywords, n_prompts: int) -> list[tuple[str, ...]]:
 
 
 def _check_conflicts(keywords: Sequence[tuple[str, ...]], avoid: Sequence[str]) -> None:
-    avoided = {a.strip().lower() for a in avoid}
+    """Refuse a keyword that shares a form with an avoided word (either would be unmeetable)."""
+    forms = set(avoided_forms(*avoid)) if avoid else set()
     for i, words in enumerate(keywords):
         for word in words:
-            clash = avoided.intersection(inflections(word))
+            clash = forms.intersection(inflections(word))
             if clash:
                 raise ValueError(f"keywords[{i}]: {word!r} is required but avoid bans "
                                  f"{sorted(clash)}")
@@ -136,27 +153,69 @@ class _Plan:
         return [p for p in (constraint, self.attribute) if p is not None]
 
 
-def _plan(lm, hmm, *, lists, avoid, constraints, attributes, strength, rule, max_new_tokens,
-          min_words, max_words, suffix, verbose) -> _Plan:
+@dataclasses.dataclass(frozen=True)
+class _TextRules:
+    """The constraints on the text that every prompt shares (checked on construction):
+    avoided words, a word-count range, a suffix, one sentence."""
+
+    avoid: tuple[str, ...] = ()
+    min_words: int | None = None
+    max_words: int | None = None
+    suffix: str | None = None
+    one_sentence: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.avoid, str):
+            raise TypeError("avoid: expected a list of words, got a string")
+        object.__setattr__(self, "avoid", tuple(self.avoid))
+        if self.min_words is not None:
+            check_int(self.min_words, "min_words", minimum=0)
+        if self.max_words is not None:
+            check_int(self.max_words, "max_words", minimum=max(self.min_words or 0, 1))
+        if self.suffix is not None and (not isinstance(self.suffix, str) or not self.suffix):
+            raise ValueError(f"suffix: expected a non-empty string, got {describe(self.suffix)}")
+        if not isinstance(self.one_sentence, bool):
+            raise TypeError(f"one_sentence: expected a bool, got {describe(self.one_sentence)}")
+
+    def __bool__(self) -> bool:
+        return self != _TextRules()
+
+    def _word_dfa(self):
+        """The word-level part (avoided words and the word count), ``None`` without it."""
+        words = avoided(*self.avoid) if self.avoid else None
+        if (self.min_words, self.max_words) != (None, None):
+            length = word_count(self.min_words or 0, self.max_words)
+            words = length if words is None else words & length
+        return words
+
+    def byte_dfas(self) -> list:
+        """The rules as byte-level automata (to be compiled to the LM's tokens)."""
+        words = self._word_dfa()
+        parts = [] if words is None else [to_bytes(words)]
+        if self.suffix is not None:
+            parts.append(ends_with(self.suffix))
+        if self.one_sentence:
+            parts.append(one_sentence())
+        return parts
+
+    def check(self, text: str) -> bool:
+        """Whether ``text`` keeps every rule (read by the automata, independently of decoding)."""
+        return all(dfa.accepts_text(text) for dfa in self.byte_dfas())
+
+
+def _plan(lm, hmm, *, lists, rules, constraints, attributes, strength, rule, max_new_tokens,
+          verbose) -> _Plan:
     """Check every input (before any decoding) and build what the prompts share."""
     if not isinstance(lm, LanguageModel):
         raise TypeError(f"lm: expected a seqprob LanguageModel, got {describe(lm)}")
     check_int(max_new_tokens, "max_new_tokens", minimum=1)
-    if isinstance(avoid, str):
-        raise TypeError("avoid: expected a list of words, got a string")
-    _check_conflicts(lists, avoid)
+    _check_conflicts(lists, rules.avoid)
     if constraints is not None and not isinstance(constraints, TokenDFA):
         raise TypeError(f"constraints: expected a TokenDFA, got {describe(constraints)}")
-    if min_words is not None:
-        check_int(min_words, "min_words", minimum=0)
-    if max_words is not None:
-        check_int(max_words, "max_words", minimum=max(min_words or 0, 1))
-    if suffix is not None and (not isinstance(suffix, str) or not suffix):
-        raise ValueError(f"suffix: expected a non-empty string, got {describe(suffix)}")
     tables = _tables(lm, hmm, verbose)
     eos = lm.eos_token_ids[0] if lm.eos_token_ids else None
     pieces = token_bytes(lm.tokenizer, lm.vocab_size)
-    shared = _shared_constraint(avoid, constraints, pieces, eos, (min_words, max_words), suffix)
+    shared = _shared_constraint(rules, constraints, pieces, eos)
     attribute = _attribute_processor(lm, tables, attributes, max_new_tokens, strength, rule,
                                      verbose)
     return _Plan(lm, tables, shared, attribute, pieces, eos, max_new_tokens)
@@ -168,10 +227,13 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
              attributes: str | TokenAttribute | Sequence[str | TokenAttribute] | None = None,
              strength: float = 1.0, rule: str = "trace", max_new_tokens: int = 32,
              min_words: int | None = None, max_words: int | None = None,
-             suffix: str | None = None, verbose: bool = False, **decoding) -> ControlResult:
+             suffix: str | None = None, one_sentence: bool = False, verbose: bool = False,
+             **decoding) -> ControlResult:
     """Continue ``prompts`` so that each output contains every word of its ``keywords`` list
-    (any inflection) and none of ``avoid``, has between ``min_words`` and ``max_words`` words
-    (``None``: no bound), ends with the string ``suffix``, and satisfies ``constraints`` (a
+    (any inflection) and no inflection of a word of ``avoid``, has between ``min_words`` and
+    ``max_words`` words (``None``: no bound), ends with the string ``suffix``, is one sentence
+    on one line when ``one_sentence`` (ends at its first ``.``, ``!`` or ``?``; see
+    :func:`~seqprob.control.words.one_sentence`), and satisfies ``constraints`` (a
     :class:`TokenDFA` over the LM's tokens, for every prompt) — with certainty, within
     ``max_new_tokens`` — and is steered toward ``attributes`` (names ``"nontoxic"``,
     ``"positive"`` or :class:`TokenAttribute` objects, multiplied) with ``strength`` under
@@ -186,10 +248,10 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
         raise ValueError(f"prompts: expected a non-empty list of strings, got "
                          f"{describe(prompts)}")
     lists = _keyword_lists(keywords, len(prompts))
-    plan = _plan(lm, hmm, lists=lists, avoid=avoid, constraints=constraints,
+    rules = _TextRules(avoid, min_words, max_words, suffix, one_sentence)
+    plan = _plan(lm, hmm, lists=lists, rules=rules, constraints=constraints,
                  attributes=attributes, strength=strength, rule=rule,
-                 max_new_tokens=max_new_tokens, min_words=min_words, max_words=max_words,
-                 suffix=suffix, verbose=verbose)
+                 max_new_tokens=max_new_tokens, verbose=verbose)
     eos = plan.eos
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, words in enumerate(lists):
@@ -209,9 +271,8 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
             texts[r], ids[r] = result.texts[j], result.token_ids[j, :n].tolist()
             lps[r] = result.logprobs[j, :n].tolist()
             model_lps[r] = result.model_logprobs[j, :n].tolist()
-    counts = (min_words, max_words)
-    checked = bool(keywords) or bool(avoid) or counts != (None, None) or suffix is not None
-    satisfied = [_satisfied(t, words, avoid, counts, suffix) if checked else None
+    checked = bool(keywords) or bool(rules)
+    satisfied = [_satisfied(t, words, rules) if checked else None
                  for t, words in zip(texts, lists, strict=True)]
     return ControlResult(texts, ids, lps, model_lps, satisfied)
 
@@ -223,7 +284,7 @@ def logits_processor(lm: LanguageModel, keywords: Sequence[str] | None = None,
                      avoid: Sequence[str] = (), strength: float = 1.0, rule: str = "trace",
                      max_new_tokens: int = 32, min_words: int | None = None,
                      max_words: int | None = None, suffix: str | None = None,
-                     verbose: bool = False):
+                     one_sentence: bool = False, verbose: bool = False):
     """The control of :func:`generate` as a ``transformers.LogitsProcessor`` for
     ``lm.model.generate(..., logits_processor=LogitsProcessorList([p]),
     max_new_tokens=max_new_tokens)``: greedy, sampling and beam search, batched with left
@@ -234,30 +295,23 @@ def logits_processor(lm: LanguageModel, keywords: Sequence[str] | None = None,
     from seqprob.control.hf import ControlLogitsProcessor
 
     lists = _keyword_lists(None if keywords is None else [keywords], 1)
-    plan = _plan(lm, hmm, lists=lists, avoid=avoid, constraints=constraints,
+    rules = _TextRules(avoid, min_words, max_words, suffix, one_sentence)
+    plan = _plan(lm, hmm, lists=lists, rules=rules, constraints=constraints,
                  attributes=attributes, strength=strength, rule=rule,
-                 max_new_tokens=max_new_tokens, min_words=min_words, max_words=max_words,
-                 suffix=suffix, verbose=verbose)
+                 max_new_tokens=max_new_tokens, verbose=verbose)
     processors = plan.processors(lists[0])
     if not processors:
         raise ValueError("logits_processor: nothing to control; give keywords, constraints, "
-                         "avoid, min_words/max_words, suffix or attributes")
+                         "avoid, min_words/max_words, suffix, one_sentence or attributes")
     pad = getattr(lm.tokenizer, "pad_token_id", None)
     return ControlLogitsProcessor(processors, max_new_tokens=max_new_tokens,
                                   eos_token_ids=lm.eos_token_ids, pad_token_id=pad)
 
 
-def _shared_constraint(avoid, constraints, pieces, eos, counts, suffix) -> TokenDFA | None:
+def _shared_constraint(rules: _TextRules, constraints, pieces, eos) -> TokenDFA | None:
     """The constraints every prompt shares as one token DFA (``None``: there are none)."""
     parts = [] if constraints is None else [constraints]
-    words = banned(*avoid) if avoid else None
-    if counts != (None, None):
-        length = word_count(counts[0] or 0, counts[1])
-        words = length if words is None else words & length
-    if words is not None:
-        parts.append(compile_tokens(to_bytes(words), pieces, eos_token_id=eos))
-    if suffix is not None:
-        parts.append(compile_tokens(ends_with(suffix), pieces, eos_token_id=eos))
+    parts += [compile_tokens(dfa, pieces, eos_token_id=eos) for dfa in rules.byte_dfas()]
     out = None
     for part in parts:
         out = part if out is None else out & part
@@ -277,11 +331,6 @@ def _constraint_processor(lm, tables, words, shared, pieces, eos, max_new_tokens
     return ConstraintProcessor(tables, dfa, max_new_tokens=max_new_tokens)
 
 
-@torch.no_grad()
-def _satisfied(text: str, words: Sequence[str], avoid: Sequence[str], counts, suffix) -> bool:
-    """Checked on the text by the word-level automata and plain string tests."""
-    ok = all(keyword(w).accepts_text(text) for w in words)
-    ok = ok and (not avoid or banned(*avoid).accepts_text(text))
-    if counts != (None, None):
-        ok = ok and word_count(counts[0] or 0, counts[1]).accepts_text(text)
-    return ok and (suffix is None or text.endswith(suffix))
+def _satisfied(text: str, words: Sequence[str], rules: _TextRules) -> bool:
+    """Checked on the text by the word- and byte-level automata."""
+    return all(keyword(w).accepts_text(text) for w in words) and rules.check(text)

@@ -137,6 +137,20 @@ def banned(*phrases: str) -> WordDFA:
     return ~contains(*phrases)
 
 
+def avoided_forms(*words: str) -> tuple[str, ...]:
+    """Every inflection (:func:`inflections`) of each single word of ``words``, and each
+    phrase of several words as given, sorted."""
+    phrases = _strings(words, "words")
+    return tuple(sorted({f for w in phrases for f in (
+        inflections(w) if len(_phrase(w, "words")) == 1 else (w.strip().lower(),))}))
+
+
+def avoided(*words: str) -> WordDFA:
+    """Texts in which none of :func:`avoided_forms` of ``words`` occurs (``avoided("dog")``
+    bans ``dog`` and ``dogs``; :func:`banned` bans exactly the phrases given)."""
+    return banned(*avoided_forms(*words))
+
+
 def ordered(*phrases: str | Sequence[str]) -> WordDFA:
     """Texts in which the phrases occur in this order, without overlapping. An item may be a
     tuple of alternatives (any one of them fills that place)."""
@@ -185,6 +199,23 @@ def ends_with(suffix: str) -> ByteDFA:
     byte_class[alphabet] = np.arange(1, len(alphabet) + 1)
     goto, match = _aho_corasick([byte_class[list(data)].tolist()], len(alphabet) + 1)
     return ByteDFA(DFA(goto, match).minimize(), byte_class)
+
+
+def one_sentence(terminals: str = ".!?") -> ByteDFA:
+    """Texts that are one sentence on one line: no line break (``\\n``, ``\\r``) anywhere, and
+    exactly one byte of ``terminals``, as the text's last byte. With EOS modelled the text ends
+    at its first terminal punctuation (no second sentence, no trailing remark); the price is
+    that a decimal point or an abbreviation's period ("3.5", "Mr.") cannot occur inside."""
+    if not isinstance(terminals, str) or not terminals or not terminals.isascii() or any(
+            c.isalnum() or c.isspace() for c in terminals):
+        raise ValueError(f"terminals: expected ASCII punctuation characters, got "
+                         f"{describe(terminals)}")
+    byte_class = np.zeros(256, dtype=np.int64)  # 0: any other byte
+    byte_class[list(terminals.encode())] = 1
+    byte_class[[ord("\n"), ord("\r")]] = 2
+    # states: 0 inside the sentence, 1 just ended (accepting), 2 dead
+    trans = np.array([[0, 1, 2], [2, 2, 2], [2, 2, 2]])
+    return ByteDFA(DFA(trans, np.array([False, True, False])), byte_class)
 
 
 def inflections(word: str) -> tuple[str, ...]:
