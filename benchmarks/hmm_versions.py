@@ -24,43 +24,32 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
 import sys
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPES = {
-    "categorical": dict(name="CategoricalHMM K=64 V=1000, 200 x 100", k=64, v=1000, b=200,
-                        t=100),
-    "gaussian": dict(name="GaussianHMM diag K=16 D=8, 100 x 500", k=16, v=8, b=100, t=500),
-}
 
 
-def _problem(kind: str):
-    """Flat X, lengths, starting parameters (hmmlearn attribute names), estimator kwargs."""
-    shape, rng = SHAPES[kind], np.random.RandomState(0)
-    k, v, n = shape["k"], shape["v"], shape["b"] * shape["t"]
+def _hmm_benchmark():
+    """This checkout's ``benchmarks/hmm.py``: its shapes, data and timed fit. It imports no
+    seqprob at load; the ``sys.path`` entry it adds for this checkout's seqprob is undone, so a
+    child imports its revision's seqprob (from ``PYTHONPATH``)."""
+    spec = importlib.util.spec_from_file_location("bench_hmm", Path(__file__).with_name("hmm.py"))
+    module = importlib.util.module_from_spec(spec)
+    path = list(sys.path)
+    spec.loader.exec_module(module)
+    sys.path[:] = path
+    return module
 
-    def stochastic(*s):
-        a = rng.rand(*s) + 0.1
-        return a / a.sum(-1, keepdims=True)
 
-    start = dict(startprob_=stochastic(k), transmat_=stochastic(k, k))
-    kwargs = dict(n_components=k, tol=0.0, init_params="")
-    if kind == "categorical":
-        X = rng.randint(0, v, (n, 1))
-        start["emissionprob_"] = stochastic(k, v)
-    else:
-        X = rng.randn(n, v) + rng.randint(0, 4, (n, 1))
-        start |= dict(means_=rng.randn(k, v), covars_=rng.rand(k, v) + 0.5)
-        kwargs["covariance_type"] = "diag"
-    return X, [shape["t"]] * shape["b"], start, kwargs
+BENCH = _hmm_benchmark()
+SHAPES = {shape["kind"]: shape for shape in BENCH.SHAPES[:2]}
 
 
 def child(kind: str, iters: int, threads: int) -> None:
@@ -73,22 +62,12 @@ def child(kind: str, iters: int, threads: int) -> None:
     from seqprob.hmm import estimators
 
     torch.set_num_threads(threads)
-    X, lengths, start, kwargs = _problem(kind)
+    shape = SHAPES[kind]
+    X, lengths, start = BENCH._data_and_start(shape, np.random.RandomState(0))
     cls = getattr(estimators, "CategoricalHMM" if kind == "categorical" else "GaussianHMM")
-
-    def fit(n_iter: int):
-        model = cls(n_iter=n_iter, **kwargs)
-        for name, value in start.items():
-            setattr(model, name, value.copy())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            began = time.perf_counter()
-            model.fit(X, lengths)
-            return time.perf_counter() - began, model
-
-    fit(1)                                                            # warm-up (numba)
-    seconds, model = fit(iters)
-    print(json.dumps(dict(seconds=seconds / iters, ll=float(model.monitor_.history[-1]),
+    BENCH._fit_timed(cls, shape, X, lengths, start, 1)                # warm-up (numba)
+    seconds, history = BENCH._fit_timed(cls, shape, X, lengths, start, iters)
+    print(json.dumps(dict(seconds=seconds, ll=float(history[-1]),
                           seqprob=str(Path(seqprob.__file__).parent))))
 
 
