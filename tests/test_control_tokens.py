@@ -184,7 +184,9 @@ def test_smollm2_tokens_agree_with_word_check():
     word_dfa = keyword("throw") & keyword("frisbee") & ~contains("cat")
     token_dfa = compile_tokens(to_bytes(word_dfa), token_bytes(tokenizer),
                                eos_token_id=tokenizer.eos_token_id)
-    assert token_dfa.n_classes < 200 and token_dfa.dfa.n_dfa_states < 100
+    # exact (a ban): states that hold a token's partial "—" or "’" bytes too (108; 60 before
+    # non-ASCII punctuation separated words)
+    assert token_dfa.n_classes < 200 and token_dfa.dfa.n_dfa_states < 120
     rng = np.random.default_rng(0)
     pool = relevant_ids(tokenizer) + tokenizer.encode(" fr isb ee ris bee Fris", add_special_tokens=False)
     for _ in range(3000):

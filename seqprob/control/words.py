@@ -1,9 +1,12 @@
 """Constraints over the words of a text, and their lifting to a DFA over UTF-8 bytes.
 
 What a word is (one definition shared by the automata and by :func:`words_of`): a maximal run
-of bytes of the text's UTF-8 encoding that are ASCII letters or digits or non-ASCII (``>= 0x80``;
-so ``café`` is one word and ``dog's`` is ``dog`` and ``s``); every other byte (space,
-punctuation, control) separates words. Matching ignores ASCII case.
+of the text's characters that are ASCII letters or digits or other non-ASCII characters (so
+``café`` is one word and ``dog's`` is ``dog`` and ``s``); every other character separates
+words: ASCII space, punctuation and controls, and the non-ASCII punctuation of
+:data:`SEPARATORS` (``words—je`` is ``words`` and ``je``; “quotes”, ‘quotes’, – — …, no-break
+and other special spaces). Matching ignores ASCII case. On bytes that are not valid UTF-8, a
+byte that does not complete a separator counts as a word byte.
 
 A :class:`WordDFA` is a :class:`~seqprob.control.dfa.DFA` whose alphabet is its ``words`` (the
 words the constraint mentions, symbol ``i`` is ``words[i]``) plus one last symbol for every other
@@ -23,15 +26,26 @@ import numpy as np
 from seqprob.control.dfa import DFA
 from seqprob.core.validation import check_int, describe
 
-_WORD = re.compile(rb"[A-Za-z0-9\x80-\xff]+")
-_WORD_BYTES = np.array([bool(_WORD.fullmatch(bytes([b]))) for b in range(256)])
+#: Non-ASCII characters that separate words: the C1 controls and the Latin-1 punctuation and
+#: symbols U+0080–U+00BF (less its letters and numbers ª ² ³ µ ¹ º ¼ ½ ¾) and the General
+#: Punctuation block U+2000–U+206F (dashes, curly quotes, ellipsis, special spaces).
+SEPARATORS = frozenset(chr(c) for c in [*range(0x80, 0xC0), *range(0x2000, 0x2070)]
+                       if chr(c) not in "ª²³µ¹º¼½¾")
+_SEPARATOR_BYTES = frozenset(c.encode("utf-8") for c in SEPARATORS)
+_SEPARATOR = b"|".join(re.escape(b) for b in sorted(_SEPARATOR_BYTES))
+# a separator is matched whole (group 1) so that scanning never starts inside one
+_WORD = re.compile(rb"(" + _SEPARATOR + rb")|((?:(?!" + _SEPARATOR + rb")[A-Za-z0-9\x80-\xff])+)")
+_WORD_BYTES = np.array([bool(re.fullmatch(rb"[A-Za-z0-9\x80-\xff]", bytes([b])))
+                        for b in range(256)])
+# the proper prefixes of the separators' encodings: bytes read but not yet known to be a word's
+_PENDING = tuple(sorted({b[:i] for b in _SEPARATOR_BYTES for i in range(1, len(b))}))
 
 
 def words_of(text: str) -> list[bytes]:
     """The words of ``text`` (UTF-8 bytes, ASCII-lowercased), in order."""
     if not isinstance(text, str):
         raise TypeError(f"text: expected a str, got {describe(text)}")
-    return _WORD.findall(text.encode("utf-8").lower())
+    return [m[2] for m in _WORD.finditer(text.encode("utf-8").lower()) if m[2]]
 
 
 def _phrase(phrase: str, name: str) -> tuple[bytes, ...]:
@@ -273,36 +287,95 @@ class ByteDFA:
 def to_bytes(word_dfa: WordDFA, token_prefixes: Collection[bytes] | None = None) -> ByteDFA:
     """Compile a word-level DFA into a minimal DFA over the text's bytes.
 
-    A state is a pair (word-DFA state, trie node): the trie node is the partial word read so
-    far (the root between words; a sink node once the partial word can no longer become one of
-    ``words``). A separator byte feeds the finished word to the word DFA; a state accepts when
-    the word DFA would accept after the pending word is fed (end of text ends the word).
+    A state is a triple (word-DFA state, trie node, pending bytes): the trie node is the
+    partial word read so far (the root between words; a sink node once the partial word can no
+    longer become one of ``words``); the pending bytes begin a multi-byte separator of
+    :data:`SEPARATORS` (e.g. ``e2 80`` of the em dash) and are not yet known to be one. A
+    separator (an ASCII byte, or the last byte of a non-ASCII one) feeds the finished word to
+    the word DFA; pending bytes that turn out not to be a separator extend the word. A state
+    accepts when the word DFA would accept after the pending word is fed (end of text ends the
+    word).
 
     ``token_prefixes`` (lowercase UTF-8): the partial words a token may end in and still count
     (e.g. the word parts at the boundaries of the tokenizer's own spellings of the words).
     A token that ends in another partial word sends it to the sink instead, so words spelled
     by other token sequences are not recognized. The automata get much smaller; this is sound
-    only for constraints that recognizing a word can never violate (keywords, not bans)."""
-    byte_class, n_classes = _byte_classes(word_dfa.words)
-    child, sym, prefix = _word_trie(word_dfa.words, byte_class, n_classes, len(word_dfa.words))
+    only for constraints that recognizing a word can never violate (keywords, not bans). A
+    token that ends inside a possible non-ASCII separator goes to the sink too."""
+    word_class, n_word_classes = _byte_classes(word_dfa.words)
+    child, sym, prefix = _word_trie(word_dfa.words, word_class, n_word_classes,
+                                    len(word_dfa.words))
     n_nodes = child.shape[0]
     trans_w = word_dfa.dfa.transitions
     q, node = np.divmod(np.arange(word_dfa.dfa.n_dfa_states * n_nodes), n_nodes)
     flushed = np.where(node == 0, q, trans_w[q, sym[node]])  # word-DFA state after the word
-    trans = q[:, None] * n_nodes + child[node]  # (Q*N, C): word bytes extend the word
-    trans[:, 0] = flushed * n_nodes  # separator: feed the word, back to the root
-    dfa = DFA(trans, word_dfa.dfa.accepting[flushed], word_dfa.dfa.start * n_nodes)
+    words = q[:, None] * n_nodes + child[node]  # (Q*N, C): word bytes extend the word
+    words[:, 0] = flushed * n_nodes  # separator: feed the word, back to the root
+    byte_class, trans = _with_pending(words, word_class)
+    accepting = word_dfa.dfa.accepting[flushed][_feed_word(words, word_class, _PENDING)]
+    dfa = DFA(trans, np.concatenate([word_dfa.dfa.accepting[flushed], accepting.T.ravel()]),
+              word_dfa.dfa.start * n_nodes)
     if token_prefixes is None:
         return ByteDFA(dfa.minimize(), byte_class)
     allowed = set(token_prefixes)
     keep = np.array([n < 2 or p in allowed or sym[n] != sym[1] for n, p in enumerate(prefix)])
     token_end = np.where(keep[node], np.arange(node.size), q * n_nodes + 1)
-    return ByteDFA(dfa, byte_class, token_end)
+    # a token that ends inside a possible separator (byte-level pieces of "—") also goes to
+    # the sink: the word it may end is not recognized (sound, as above; such splits are rare)
+    return ByteDFA(dfa, byte_class, np.concatenate([token_end, np.tile(q * n_nodes + 1,
+                                                                       len(_PENDING))]))
+
+
+def _feed_word(words: np.ndarray, word_class: np.ndarray, pieces: Sequence[bytes]
+               ) -> np.ndarray:
+    """``(n_states, len(pieces))``: the state of ``words`` after each piece, read as word
+    bytes, from every state."""
+    out = np.repeat(np.arange(words.shape[0])[:, None], len(pieces), axis=1)
+    for j, piece in enumerate(pieces):
+        for b in piece:
+            out[:, j] = words[out[:, j], word_class[b]]
+    return out
+
+
+def _with_pending(words: np.ndarray, word_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Extend the table ``words`` ``(S, C)`` over word classes (class 0: separator) to read
+    multi-byte separators: states ``p * S + s`` hold pending prefix ``_PENDING[p - 1]``
+    (``p = 0``: none). Returns the byte classes ``(256,)`` (bytes that act alike share one)
+    and the table ``(S * (1 + len(_PENDING)), n_classes)``."""
+    n, pending = words.shape[0], {b: i + 1 for i, b in enumerate(_PENDING)}
+
+    def step(pend: bytes, b: int) -> tuple[np.ndarray, int]:
+        """Where byte ``b`` leads from pending ``pend``: (state map over S, next pending)."""
+        data = pend + bytes([b])
+        if data in _SEPARATOR_BYTES:
+            return words[:, 0], 0
+        if data in pending:
+            return np.arange(n), pending[data]
+        if not pend:
+            return words[:, word_class[b]], 0
+        states, nxt = step(b"", b)  # pending bytes were a word's: feed them, then ``b``
+        return states[_feed_word(words, word_class, [pend])[:, 0]], nxt
+
+    def role(data: bytes) -> int:
+        return -1 if data in _SEPARATOR_BYTES else pending.get(data, 0)
+
+    signature = [(int(word_class[b]), *(role(p + bytes([b])) for p in (b"", *_PENDING)))
+                 for b in range(256)]
+    keys = sorted(set(signature))
+    byte_class = np.array([keys.index(k) for k in signature], dtype=np.int64)
+    reps = [signature.index(k) for k in keys]  # one byte per class
+    trans = np.empty((n * (1 + len(_PENDING)), len(keys)), dtype=np.int64)
+    for p, pend in enumerate((b"", *_PENDING)):
+        for c, b in enumerate(reps):
+            states, nxt = step(pend, b)
+            trans[p * n:(p + 1) * n, c] = states + nxt * n
+    return byte_class, trans
 
 
 def _byte_classes(words: Sequence[bytes]) -> tuple[np.ndarray, int]:
     """Class 0: separators; 1: word bytes that occur in no word; then one class per byte that
-    occurs in ``words`` (upper-case ASCII letters share their lower-case letter's class)."""
+    occurs in ``words`` (upper-case ASCII letters share their lower-case letter's class).
+    Bytes of non-ASCII separators are word bytes here; :func:`_with_pending` splits them."""
     byte_class = np.where(_WORD_BYTES, 1, 0).astype(np.int64)
     for i, b in enumerate(sorted({b for w in words for b in w})):
         byte_class[b] = 2 + i
