@@ -69,9 +69,10 @@ from seqprob.lm import generate, load
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data" / "commongen" / "concepts_dev.jsonl"
 RESULTS = ROOT / "benchmarks" / "results" / "commongen.jsonl"
-METHODS = ("lm", "lm-beam", "best-of-16", "hmm", "hmm-beam", "hmm-1s", "hmm-beam-1s")
+METHODS = ("lm", "lm-beam", "best-of-16", "hmm", "hmm-beam", "hmm-1s", "hmm-beam-1s",
+           "hmm-1s-nr", "hmm-beam-1s-nr", "hmm-rerank-1s", "hmm-rerank-1s-nr")
 PROMPTS = {"zero-shot": (), "one-shot": (CONCEPT_EXAMPLE,)}
-BEAMS, SAMPLES = 4, 16
+BEAMS, SAMPLES, RERANK, NO_REPEAT = 4, 16, 8, 3
 
 
 def concept_sets(path: Path = DATA) -> list[list[str]]:
@@ -90,8 +91,11 @@ def run_method(lm, tables, method: str, prompt: str, concepts: list[str],
     beams = BEAMS if "beam" in method else 1
     start = time.perf_counter()
     if method.startswith("hmm"):
+        rerank = {"candidates": RERANK, "random_state": seed} if "rerank" in method else {}
         out = controlled(lm, [prompt], tables, keywords=[concepts], num_beams=beams,
-                         one_sentence=method.endswith("-1s"), max_new_tokens=max_new_tokens)
+                         one_sentence="-1s" in method, max_new_tokens=max_new_tokens,
+                         no_repeat_ngram=NO_REPEAT if method.endswith("-nr") else None,
+                         **rerank)
         text, logprobs = out.texts[0], out.model_logprobs[0]
     else:
         samples = SAMPLES if method == "best-of-16" else 1

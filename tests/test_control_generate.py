@@ -3,6 +3,8 @@ and seqprob.control.logits_processor inside transformers' model.generate: the sa
 seqprob's own loop under greedy decoding, the constraint met under sampling and beam search,
 batched with left padding."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -215,3 +217,32 @@ def test_nothing_to_control_is_refused(lm, hmm):
         logits_processor(lm, hmm=hmm)
     with pytest.raises(ValueError, match=r"keywords\[0\]: expected a non-empty list"):
         logits_processor(lm, [], hmm=hmm)
+
+
+def test_no_repeat_ngram_keeps_the_guarantee(lm, hmm):
+    prompts, keywords = ["The", "A", "So", "Then"] * 2, [["dog", "frisbee"]] * 8
+    kwargs = dict(keywords=keywords, max_new_tokens=30, do_sample=True, random_state=3)
+    out = generate(lm, prompts, hmm, no_repeat_ngram=2, **kwargs)
+    assert out.satisfied == [True] * 8
+    pairs = [len(set(itertools.pairwise(ids))) == len(ids) - 1 for ids in out.token_ids]
+    assert all(pairs)  # here the constraint always left another way on
+    with pytest.raises(ValueError, match="no_repeat_ngram: expected an integer >= 2"):
+        generate(lm, ["a"], hmm, keywords=[["dog"]], no_repeat_ngram=1)
+
+
+def test_candidates_keep_the_most_likely_per_token(lm, hmm):
+    prompts, keywords = ["The", "A"], [["dog", "frisbee"], ["sun"]]
+    out = generate(lm, prompts, hmm, keywords=keywords, max_new_tokens=24, candidates=3,
+                   random_state=5, one_sentence=True)
+    pool = generate(lm, [p for p in prompts for _ in range(3)], hmm,
+                    keywords=[k for k in keywords for _ in range(3)], max_new_tokens=24,
+                    do_sample=True, random_state=5, one_sentence=True)
+    assert out.satisfied == [True, True] and all(pool.satisfied)
+    for i in range(2):
+        means = [sum(lp) / len(lp) for lp in pool.model_logprobs[3 * i:3 * i + 3]]
+        assert out.texts[i] == pool.texts[3 * i + means.index(max(means))]
+    assert len(set(pool.texts[:3])) > 1  # the candidates differ, so the choice matters
+    with pytest.raises(ValueError, match="candidates: expected 1 with beam search"):
+        generate(lm, ["a"], hmm, keywords=[["dog"]], candidates=2, num_beams=2)
+    with pytest.raises(ValueError, match="candidates: expected an integer >= 1"):
+        generate(lm, ["a"], hmm, keywords=[["dog"]], candidates=0)

@@ -3,10 +3,12 @@ teacher-forced forward pass, on tiny random models."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
-from seqprob.lm import BannedSequences, LogitsProcessor, generate, tiny_lm
+from seqprob.lm import BannedSequences, LogitsProcessor, NoRepeatNGram, generate, tiny_lm
 from seqprob.lm.processors import RecentTokens
 from tests.lm_models import ARCHITECTURES
 
@@ -257,3 +259,48 @@ def test_non_processor_and_non_lm_are_type_errors():
         generate(LLAMA, ["hi"], 2, logits_processors=[lambda lp, s: lp])
     with pytest.raises(TypeError, match="lm"):
         generate(LLAMA.model, ["hi"], 2)
+
+
+def _repeats(history, n):
+    """Brute force: the tokens that would repeat an n-gram of ``history`` (a list)."""
+    tail = history[len(history) - (n - 1):]
+    return {history[j + n - 1] for j in range(len(history) - n + 1)
+            if history[j:j + n - 1] == tail} if len(history) >= n else set()
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_no_repeat_ngram_bans_what_brute_force_finds_but_never_the_last_tokens(n):
+    rng = torch.Generator().manual_seed(n)
+    processor = NoRepeatNGram(n)
+    state = processor.init_state(torch.zeros(64, 3, dtype=torch.int64), 10)
+    histories = [[] for _ in range(64)]
+    for _ in range(10):
+        log_probs = torch.randn(64, 6, generator=rng)
+        log_probs[torch.rand(64, 6, generator=rng) < 0.6] = float("-inf")  # a constraint's mask
+        log_probs[:, 0] = torch.where(torch.isinf(log_probs).all(1), 0.0, log_probs[:, 0])
+        out = processor.process(log_probs, state)
+        for row, history in enumerate(histories):
+            allowed = set(torch.isfinite(log_probs[row]).nonzero().ravel().tolist())
+            banned = _repeats(history, n) if allowed - _repeats(history, n) else set()
+            assert set(torch.isfinite(out[row]).nonzero().ravel().tolist()) == allowed - banned
+        tokens = torch.multinomial(log_probs.softmax(1), 1, generator=rng)[:, 0]
+        state = processor.advance(state, tokens)
+        for history, t in zip(histories, tokens.tolist(), strict=True):
+            history.append(t)
+
+
+@pytest.mark.parametrize("decoding", [{"do_sample": True, "temperature": 0.5,
+                                       "random_state": 0}, {"num_beams": 3}])
+def test_no_repeat_ngram_outputs_repeat_no_ngram(decoding):
+    out = generate(LLAMA, PROMPTS * 4, 16, eos_token_id=(),
+                   logits_processors=[NoRepeatNGram(2)], **decoding)
+    free = generate(LLAMA, PROMPTS * 4, 16, eos_token_id=(), **decoding)
+    for ids in out.token_ids.tolist():
+        assert len(set(itertools.pairwise(ids))) == len(ids) - 1
+    assert any(len(set(itertools.pairwise(ids))) < len(ids) - 1
+               for ids in free.token_ids.tolist())  # without it, this LM repeats
+
+
+def test_no_repeat_ngram_refuses_bad_n():
+    with pytest.raises(ValueError, match="n: expected an integer >= 2, got 1"):
+        NoRepeatNGram(1)

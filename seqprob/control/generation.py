@@ -11,6 +11,7 @@ into one processor would save decoding passes only when groups are large and ali
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from seqprob.control.constrained import ConstraintProcessor
@@ -31,7 +32,7 @@ from seqprob.control.words import (
 from seqprob.core import LanguageModel
 from seqprob.core.validation import check_int, describe
 from seqprob.hmm import HMM
-from seqprob.lm import chat_prompt
+from seqprob.lm import NoRepeatNGram, chat_prompt
 from seqprob.lm import generate as lm_generate
 
 
@@ -227,7 +228,8 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
              attributes: str | TokenAttribute | Sequence[str | TokenAttribute] | None = None,
              strength: float = 1.0, rule: str = "trace", max_new_tokens: int = 32,
              min_words: int | None = None, max_words: int | None = None,
-             suffix: str | None = None, one_sentence: bool = False, verbose: bool = False,
+             suffix: str | None = None, one_sentence: bool = False, candidates: int = 1,
+             no_repeat_ngram: int | None = None, verbose: bool = False,
              **decoding) -> ControlResult:
     """Continue ``prompts`` so that each output contains every word of its ``keywords`` list
     (any inflection) and no inflection of a word of ``avoid``, has between ``min_words`` and
@@ -243,11 +245,36 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
     ``hmm``: an HMM over the LM's vocabulary (``None``: :func:`default_hmm`, distilled and
     cached on first use). ``decoding``: keyword arguments of :func:`seqprob.lm.generate`
     (``do_sample``, ``num_beams``, ``random_state``, ...). Every input error is raised before
-    decoding starts."""
+    decoding starts.
+
+    ``no_repeat_ngram`` = n forbids repeating a token n-gram of the output wherever the
+    constraints leave another token (:class:`~seqprob.lm.NoRepeatNGram`, after the other
+    processors: the guarantee holds).
+
+    ``candidates`` > 1 reranks (as Ctrl-G does): per prompt, that many outputs are sampled
+    under the same constraints (in the same batch) and the one with the highest mean LM
+    log-probability per token is returned; every candidate keeps the constraints, so the
+    choice does too."""
     if isinstance(prompts, str) or not prompts:
         raise ValueError(f"prompts: expected a non-empty list of strings, got "
                          f"{describe(prompts)}")
+    check_int(candidates, "candidates", minimum=1)
+    if no_repeat_ngram is not None:
+        check_int(no_repeat_ngram, "no_repeat_ngram", minimum=2)
     lists = _keyword_lists(keywords, len(prompts))
+    if candidates > 1:
+        if decoding.get("num_beams", 1) != 1 or decoding.get("do_sample") is False:
+            raise ValueError(f"candidates: expected 1 with beam search or greedy decoding "
+                             f"(reranking samples), got {candidates}")
+        result = generate(lm, [p for p in prompts for _ in range(candidates)], hmm,
+                          keywords=None if keywords is None else
+                          [k for k in lists for _ in range(candidates)],
+                          avoid=avoid, constraints=constraints, attributes=attributes,
+                          strength=strength, rule=rule, max_new_tokens=max_new_tokens,
+                          min_words=min_words, max_words=max_words, suffix=suffix,
+                          one_sentence=one_sentence, no_repeat_ngram=no_repeat_ngram,
+                          verbose=verbose, **{**decoding, "do_sample": True})
+        return _rerank(result, candidates)
     rules = _TextRules(avoid, min_words, max_words, suffix, one_sentence)
     plan = _plan(lm, hmm, lists=lists, rules=rules, constraints=constraints,
                  attributes=attributes, strength=strength, rule=rule,
@@ -256,7 +283,8 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
     groups: dict[tuple[str, ...], list[int]] = {}
     for i, words in enumerate(lists):
         groups.setdefault(words, []).append(i)
-    plans = [(words, rows, plan.processors(words)) for words, rows in groups.items()]
+    tail = [] if no_repeat_ngram is None else [NoRepeatNGram(no_repeat_ngram)]
+    plans = [(words, rows, plan.processors(words) + tail) for words, rows in groups.items()]
     texts: list[str] = [""] * len(prompts)
     ids: list[list[int]] = [[] for _ in prompts]
     lps: list[list[float]] = [[] for _ in prompts]
@@ -275,6 +303,18 @@ def generate(lm: LanguageModel, prompts: Sequence[str], hmm: HMM | HMMTables | N
     satisfied = [_satisfied(t, words, rules) if checked else None
                  for t, words in zip(texts, lists, strict=True)]
     return ControlResult(texts, ids, lps, model_lps, satisfied)
+
+
+def _rerank(result: ControlResult, candidates: int) -> ControlResult:
+    """Per consecutive group of ``candidates`` outputs, the one with the highest mean LM
+    log-probability per token (the first among ties; an empty output scores -inf)."""
+    keep = []
+    for start in range(0, len(result.texts), candidates):
+        scores = [sum(lp) / len(lp) if lp else -math.inf
+                  for lp in result.model_logprobs[start:start + candidates]]
+        keep.append(start + scores.index(max(scores)))
+    return ControlResult(*([getattr(result, f.name)[i] for i in keep]
+                           for f in dataclasses.fields(ControlResult)))
 
 
 def logits_processor(lm: LanguageModel, keywords: Sequence[str] | None = None,

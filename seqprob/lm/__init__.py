@@ -8,7 +8,13 @@ from seqprob.lm.decoding import GenerationResult
 from seqprob.lm.generate import generate
 from seqprob.lm.hf import KVState, TransformersLM
 from seqprob.lm.loading import KNOWN_MODELS, load
-from seqprob.lm.processors import PROMPT_PAD, BannedSequences, LogitsProcessor, RecentTokens
+from seqprob.lm.processors import (
+    PROMPT_PAD,
+    BannedSequences,
+    LogitsProcessor,
+    NoRepeatNGram,
+    RecentTokens,
+)
 from seqprob.lm.prompts import chat_prompt, has_chat_template, instructions
 from seqprob.lm.sampling import Samples, sample
 from seqprob.lm.tiny import byte_tokenizer, tiny_lm
@@ -20,6 +26,7 @@ __all__ = [
     "GenerationResult",
     "KVState",
     "LogitsProcessor",
+    "NoRepeatNGram",
     "RecentTokens",
     "Samples",
     "TransformersLM",

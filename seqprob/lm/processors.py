@@ -85,3 +85,37 @@ class BannedSequences(LogitsProcessor):
         if self.window == 0:
             return state
         return RecentTokens(torch.cat([state.tokens[:, 1:], tokens[:, None]], dim=1))
+
+
+class NoRepeatNGram(LogitsProcessor):
+    """Forbids a token that would repeat an ``n``-gram of the new tokens (the prompt does not
+    count), unless every token still allowed would: then the row is left as it came.
+
+    Placed after a constraint processor it therefore never removes the last tokens that keep
+    the constraint satisfiable (the constraint's mask stays exact and its guarantee holds);
+    loops are cut wherever the constraint leaves another way on."""
+
+    def __init__(self, n: int):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"n: expected an integer >= 2, got {n!r}")
+        self.n = n
+
+    def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> RecentTokens:
+        return RecentTokens(prompt_ids.new_full((prompt_ids.shape[0], max_new_tokens), -1))
+
+    def process(self, log_probs: Tensor, state: RecentTokens) -> Tensor:
+        tokens, n = state.tokens, self.n                                          # (B T)
+        if tokens.shape[1] < n:  # too few new tokens for an n-gram to repeat
+            return log_probs
+        grams = tokens.unfold(1, n, 1)                                            # (B T-n+1 n)
+        tail = tokens[:, tokens.shape[1] - (n - 1):]                              # (B n-1)
+        seen = (grams[:, :, :-1] == tail[:, None, :]).all(2) & (tail >= 0).all(1, keepdim=True)
+        banned = torch.zeros_like(log_probs, dtype=torch.bool)                    # (B V)
+        rows, at = seen.nonzero(as_tuple=True)
+        banned[rows, grams[rows, at, -1]] = True
+        allowed = torch.isfinite(log_probs)
+        banned &= (allowed & ~banned).any(1, keepdim=True)  # never the last allowed tokens
+        return log_probs.masked_fill(banned, float("-inf"))
+
+    def advance(self, state: RecentTokens, tokens: Tensor) -> RecentTokens:
+        return RecentTokens(torch.cat([state.tokens[:, 1:], tokens[:, None]], dim=1))
