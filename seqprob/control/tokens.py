@@ -166,9 +166,12 @@ def compile_tokens(byte_dfa: ByteDFA, tokens: Sequence[bytes], *,
         raise ValueError("require_eos: needs eos_token_id, got None")
     trans, acc = byte_dfa.dfa.transitions, byte_dfa.dfa.accepting
     seqs, lengths, seq_of_token = _class_sequences(tokens, byte_dfa.byte_class, trans)
-    table = _run_all(trans, seqs, lengths)  # (Q, U): successor of every state and sequence
-    if byte_dfa.token_end is not None:
-        table = byte_dfa.token_end[table]
+    if byte_dfa.token_end is None:
+        table = _run_all(trans, seqs, lengths)  # (Q, U): successor of every state and sequence
+    else:  # tokens start only where one ended: run those states (the rest are unreachable)
+        table = np.repeat(np.arange(trans.shape[0])[:, None], seqs.shape[0], axis=1)
+        starts = np.unique(np.append(byte_dfa.token_end, byte_dfa.dfa.start))
+        table[starts] = byte_dfa.token_end[_run_all(trans, seqs, lengths, starts)]
     if eos_token_id is not None:
         table, acc, seq_of_token = _with_eos(table, acc, seq_of_token, eos_token_id, require_eos)
     columns, seq_class = _unique_columns(table)
@@ -254,14 +257,16 @@ def _flatten(tokens: tuple[bytes, ...]) -> tuple[np.ndarray, np.ndarray]:
     return flat, np.repeat(np.arange(len(tokens)), lengths)
 
 
-def _run_all(trans: np.ndarray, seqs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``(n_dfa_states, U)``: every state run over every sequence ``seqs`` ``(U, L)`` (valid up to
-    ``lengths``), one length at a time."""
-    n = trans.shape[0]
+def _run_all(trans: np.ndarray, seqs: np.ndarray, lengths: np.ndarray,
+             states: np.ndarray | None = None) -> np.ndarray:
+    """``(len(states), U)``: each of ``states`` (default: all) run over every sequence
+    ``seqs`` ``(U, L)`` (valid up to ``lengths``), one length at a time."""
+    states = np.arange(trans.shape[0]) if states is None else states
+    n = states.size
     out = np.empty((n, seqs.shape[0]), dtype=np.int64)
     for length in np.unique(lengths):
         cols = np.flatnonzero(lengths == length)
-        cur = np.broadcast_to(np.arange(n)[:, None], (n, cols.size))
+        cur = np.broadcast_to(states[:, None], (n, cols.size))
         for j in range(length):
             cur = trans[cur, seqs[None, cols, j]]
         out[:, cols] = cur
