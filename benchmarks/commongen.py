@@ -154,15 +154,19 @@ def _markdown(headers, rows) -> str:
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
 
 
-def tabulate(path: Path, n_sets: int | None = None, markdown: bool = False) -> str:
-    """Part 1's table per prompt, over the sets that every method of that prompt has run
-    (and, with ``n_sets``, among the first ``n_sets``)."""
+def tabulate(path: Path, n_sets: int | None = None, markdown: bool = False,
+             only: list[str] | None = None) -> str:
+    """Part 1's table per prompt, over the sets that every method of that prompt (or of
+    ``only``) has run (and, with ``n_sets``, among the first ``n_sets``)."""
     rows_by = {}
     for r in _done(path).values():
         rows_by.setdefault(r["prompt"], []).append(r)
     out = []
     for prompt_name, rows in rows_by.items():
-        methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+        methods = [m for m in METHODS if any(r["method"] == m for r in rows)
+                   and (only is None or m in only)]
+        if not methods:
+            continue
         sets = set.intersection(*({r["set"] for r in rows if r["method"] == m}
                                   for m in methods))
         if n_sets is not None:
@@ -250,6 +254,8 @@ def main() -> None:
     parser.add_argument("--markdown", action="store_true", help="tables in Markdown")
     parser.add_argument("--table-sets", type=int,
                         help="tabulate only among the first N sets (default: all run)")
+    parser.add_argument("--table-methods", nargs="+", choices=METHODS,
+                        help="tabulate only these methods (default: all run)")
     parser.add_argument("--overhead", action="store_true", help="run part 2 instead")
     parser.add_argument("--overhead-tokens", type=int, default=20,
                         help="decoding steps of each overhead run")
@@ -260,7 +266,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sets = concept_sets(args.data)
     if args.sets == 0 and not args.overhead:
-        print(tabulate(args.results, args.table_sets, markdown=args.markdown))
+        print(tabulate(args.results, args.table_sets, markdown=args.markdown,
+                       only=args.table_methods))
         return
     lm = load("smollm2-135m")
     tables = _tables(lm, None, verbose=False)
