@@ -71,35 +71,42 @@ DEFAULT_NEURAL = {"max_epochs": 10, "patience": 3, "batch_size": 256, "rates": (
 
 
 def neural(backbone: str):
-    def configs(quiet: bool, ssm_budget: str):
+    def configs(quiet: bool, ssm_budget: str, ssm_rates: tuple[float, ...] | None = None):
         table = SSM_FULL_SETUP if ssm_budget == "full" else {}
         setup = dict(table.get(backbone, NEURAL.get(backbone, DEFAULT_NEURAL)))
         if ssm_budget.isdigit() and backbone in SSM_BACKBONE_NAMES:  # full, at most N epochs
             setup = {**SSM_FULL_SETUP[backbone], "max_epochs": int(ssm_budget)}
         rates = setup.pop("rates")
+        if ssm_rates and backbone in SSM_BACKBONE_NAMES:
+            rates = ssm_rates
         return [NeuralForecaster(backbone, learning_rate=rate, verbose=not quiet, **setup)
                 for rate in rates]
     return configs
 
 
 MODELS = {
-    "ridge": lambda quiet, ssm_budget: [RidgeForecaster()],
-    "naive": lambda quiet, ssm_budget: [Naive()],
-    "snaive": lambda quiet, ssm_budget: [SeasonalNaive(24)],
+    "ridge": lambda quiet, ssm_budget, ssm_rates: [RidgeForecaster()],
+    "naive": lambda quiet, ssm_budget, ssm_rates: [Naive()],
+    "snaive": lambda quiet, ssm_budget, ssm_rates: [SeasonalNaive(24)],
     **{name: neural(name) for name in (*BACKBONES, *SSM_BACKBONE_NAMES)},
 }
 
 
-def run_one(dataset, lookback, horizon, model, target, quiet, ssm_budget="full") -> dict:
+def run_one(dataset, lookback, horizon, model, target, quiet, ssm_budget="full",
+            ssm_rates=None) -> dict:
     best = None
     total = 0.0
-    for config in MODELS[model](quiet, ssm_budget):
+    tried = []
+    for config in MODELS[model](quiet, ssm_budget, ssm_rates):
         result = evaluate_ett(dataset, config, lookback, horizon, target)
         total += result["train_seconds"]
+        tried.append({"learning_rate": config.get_params().get("learning_rate"),
+                      "val_mse": result["val_mse"]})
         if best is None or result["val_mse"] < best["val_mse"]:
             best = {**result, "config": {k: v for k, v in config.get_params().items()
                                          if k in ("learning_rate", "backbone")}}
     best["train_seconds_all_configs"] = total
+    best["validation_of_each_config"] = tried
     if model in SSM_BACKBONE_NAMES:
         best["ssm_budget"] = ssm_budget
     return best
@@ -150,6 +157,9 @@ def main() -> None:
                         help="state-space backbones: 'full' passes with early stopping (default, "
                              "at most 6 epochs), a number N (the same, at most N epochs) or "
                              "'cpu' (the old 4 x 100-batch budget)")
+    parser.add_argument("--ssm-rates", nargs="+", type=float,
+                        help="state-space backbones: these learning rates instead of the "
+                             "budget's (validation MSE picks one)")
     parser.add_argument("--report", nargs="+", metavar="JSONL",
                         help="only print the table of earlier --out files")
     args = parser.parse_args()
@@ -173,7 +183,8 @@ def main() -> None:
                                               args.target, args.stats_stride)
                 else:
                     results = [run_one(dataset, lookback, horizon, model, args.target,
-                                       args.quiet, args.ssm_budget) | {"horizon": horizon}
+                                       args.quiet, args.ssm_budget, args.ssm_rates)
+                               | {"horizon": horizon}
                                for horizon in args.horizons]
                 for res in results:
                     res.update(dataset=dataset, lookback=lookback, model=model,

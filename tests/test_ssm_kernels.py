@@ -165,3 +165,30 @@ def test_fft_conv_and_its_gradients_equal_the_direct_sum(length, k_len, seed):
     want = torch.autograd.grad((direct * w).sum(), (u, k))
     for got, ref in zip(grads, want, strict=True):
         torch.testing.assert_close(got, ref)
+
+
+@given(length=st.integers(0, 20), width=st.integers(1, 8), seed=st.integers(0, 100))
+@settings(max_examples=10, deadline=None)
+def test_fir_conv_and_its_gradient_equal_the_direct_sum(length, width, seed):
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(3, 2, length, generator=gen, dtype=torch.float64, requires_grad=True)
+    taps = torch.randn(2, width, generator=gen, dtype=torch.float64)
+    direct = torch.stack([sum(taps[:, s] * u[..., t - s] for s in range(min(t + 1, width)))
+                          for t in range(length)], -1) if length else u * 0         # (3 2 L)
+    y = lti.fir_conv(u, taps)
+    torch.testing.assert_close(y, direct)
+    if length:
+        w = torch.randn(direct.shape, generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(torch.autograd.grad((y * w).sum(), u)[0],
+                                   torch.autograd.grad((direct * w).sum(), u)[0])
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 338, 671, 672, 1000])
+def test_fft_size_is_an_even_5_smooth_length_at_least_n(n):
+    size = lti.fft_size(n)
+    rest = size // 2
+    for p in (2, 3, 5):
+        while rest % p == 0:
+            rest //= p
+    assert size >= n and size % 2 == 0 and rest == 1
+    assert all(lti.fft_size(m) == size for m in range(n, size + 1))  # the next one up

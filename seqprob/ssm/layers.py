@@ -22,7 +22,7 @@ from seqprob.core.persist import Persistable, register
 from seqprob.core.validation import check_int, check_shape
 from seqprob.ssm.checks import check_sequence, check_state, check_step_input
 from seqprob.ssm.conv_kernels import CompanionKernel, DPLRKernel, S4DKernel
-from seqprob.ssm.lti import fft_conv, final_state, recurrence_step, state_response
+from seqprob.ssm.lti import fft_conv, final_state, fir_conv, recurrence_step, state_response
 
 
 @dataclasses.dataclass
@@ -103,11 +103,15 @@ class LTISSM(SequenceModel, Persistable):
         length = u.shape[-1]
         if u.numel() == 0:                                  # an empty batch or length
             return self.post(u.mT).to(x.dtype), u
-        y = fft_conv(u, self.kernel(length)) + self.D[:, None] * u                # (B H L)
+        y = self._convolve(u) + self.D[:, None] * u                                # (B H L)
         if state is not None:
             trans, _, c = self.kernel.recurrence()
             y = y + state_response(trans, c, state.x, length)
         return self.post(y.mT).to(x.dtype), u
+
+    def _convolve(self, u: Tensor) -> Tensor:
+        """The causal convolution with the kernel: ``(B, H, L)`` -> ``(B, H, L)``."""
+        return fft_conv(u, self.kernel(u.shape[-1]))
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, SSMState]:
         """``x_t`` ``(B, d_model)`` -> ``(y_t (B, d_model), state)``."""
@@ -200,3 +204,9 @@ class CompanionSSM(LTISSM):
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._config)
+
+    def _convolve(self, u: Tensor) -> Tensor:
+        """As :meth:`LTISSM._convolve`; fixed taps (at most ``d_state`` of them) directly."""
+        if self.kernel.fixed:
+            return fir_conv(u, self.kernel(min(u.shape[-1], self.kernel.state_size)))
+        return super()._convolve(u)

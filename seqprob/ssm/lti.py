@@ -78,15 +78,17 @@ def chunk_size(length: int, per_position: int) -> int:
 
 
 def fft_size(n: int) -> int:
-    """The smallest ``2^a 3^b 5^c >= n`` (a length every FFT library handles fast)."""
-    size = max(n, 1)
+    """An FFT length ``>= n`` that real FFTs handle fast: ``2 m`` with ``m`` the smallest
+    ``2^a 3^b 5^c >= n / 2`` (a real FFT of even length runs a complex FFT of half the
+    length; odd lengths such as 675 took twice as long as 720 on the CPU)."""
+    size = max(-(-n // 2), 1)
     while True:
         rest = size
         for p in (2, 3, 5):
             while rest % p == 0:
                 rest //= p
         if rest == 1:
-            return size
+            return 2 * size
         size += 1
 
 
@@ -127,6 +129,17 @@ def fft_conv(u: Tensor, k: Tensor) -> Tensor:
     if u.numel() == 0:                  # an empty batch: FFT libraries refuse empty transforms
         return u.new_zeros(*torch.broadcast_shapes(u.shape[:-1], k.shape[:-1]), length)
     return _CausalConv.apply(u, k, fft_size(max(length + k.shape[-1], 2)))
+
+
+def fir_conv(u: Tensor, taps: Tensor) -> Tensor:
+    """Causal convolution with short per-channel taps, computed directly (a grouped
+    ``conv1d``: cheaper than FFTs for a few dozen taps): ``u`` ``(B, H, L)``, ``taps``
+    ``(H, W)`` -> ``(B, H, L)``."""
+    if u.numel() == 0:
+        return torch.zeros_like(u)
+    width = taps.shape[-1]
+    return F.conv1d(F.pad(u, (width - 1, 0)), taps.flip(-1)[:, None].to(u.dtype),
+                    groups=u.shape[1])
 
 
 def final_state(trans: Transition, b: Tensor, u: Tensor, x0: Tensor | None) -> Tensor:

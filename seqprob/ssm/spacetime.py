@@ -247,7 +247,7 @@ class ClosedLoopDecoder(nn.Module):
         outs = torch.einsum("ohi,hij->ohj", torch.stack([c, k]), fold)           # (2 H d)
         rows = torch.cat([outs, fold[None, :, -1]])                               # (3 H d)
         kernels = companion_kernel(a, b, rows, self.max_length)[..., :length]     # (3 H L)
-        y_open, u_next = fft_conv(u[:, None], kernels[:2]).unbind(1)              # (B H L)
+        y_open, u_next = fft_conv(u, kernels[0]), fft_conv(u, kernels[1])        # (B H L)
         x_last = _final_state(a, b, kernels[2], u)                                # (B H d)
         loop = DenseTransition(companion_matrix(a) + b[:, :, None] * k[:, None, :])  # A + BK
         ahead = loop.transpose().krylov(c, horizon)                               # (H d h)
