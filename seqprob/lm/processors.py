@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from seqprob.core import State
+from seqprob.core.validation import check_int
 
 PROMPT_PAD = -1  # the id that marks a prompt's left padding in ``init_state``'s prompt_ids
 
@@ -47,6 +48,10 @@ class RecentTokens(State):
     """The last ``window`` tokens of each row (prompt included)."""
 
     tokens: Tensor  # (batch, window) int64
+
+    def shifted(self, new: Tensor) -> RecentTokens:
+        """The window after ``new`` ``(batch,)``: the oldest token drops out."""
+        return RecentTokens(torch.cat([self.tokens[:, 1:], new[:, None]], dim=1))
 
 
 class BannedSequences(LogitsProcessor):
@@ -84,7 +89,7 @@ class BannedSequences(LogitsProcessor):
     def advance(self, state: RecentTokens, tokens: Tensor) -> RecentTokens:
         if self.window == 0:
             return state
-        return RecentTokens(torch.cat([state.tokens[:, 1:], tokens[:, None]], dim=1))
+        return state.shifted(tokens)
 
 
 class NoRepeatNGram(LogitsProcessor):
@@ -96,9 +101,7 @@ class NoRepeatNGram(LogitsProcessor):
     loops are cut wherever the constraint leaves another way on."""
 
     def __init__(self, n: int):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"n: expected an integer >= 2, got {n!r}")
-        self.n = n
+        self.n = check_int(n, "n", minimum=2)
 
     def init_state(self, prompt_ids: Tensor, max_new_tokens: int) -> RecentTokens:
         return RecentTokens(prompt_ids.new_full((prompt_ids.shape[0], max_new_tokens), -1))
@@ -118,4 +121,4 @@ class NoRepeatNGram(LogitsProcessor):
         return log_probs.masked_fill(banned, float("-inf"))
 
     def advance(self, state: RecentTokens, tokens: Tensor) -> RecentTokens:
-        return RecentTokens(torch.cat([state.tokens[:, 1:], tokens[:, None]], dim=1))
+        return state.shifted(tokens)
